@@ -1,0 +1,40 @@
+"""Encoders turn text into vectors; ``load_encoder`` builds one from its name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ragmix.encoders.base import Encoder
+from ragmix.encoders.hashing import HashingEncoder
+from ragmix.errors import BadInputError
+
+DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+_MINILM_ALIASES = ("minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+
+
+def load_encoder(spec: str = DEFAULT_ENCODER) -> Encoder:
+    """Build an encoder from a spec: ``minilm`` (default), ``hashing-DIM``, or a local folder.
+
+    >>> load_encoder("hashing-32").dim
+    32
+    """
+    if spec in _MINILM_ALIASES:
+        from ragmix.encoders.sentence_transformer import SentenceTransformerEncoder
+
+        return SentenceTransformerEncoder()
+    if spec == "hashing" or spec.startswith("hashing-"):
+        dim_text = spec.partition("-")[2] or "256"
+        if not dim_text.isdigit():
+            raise BadInputError(f"hashing encoder spec must be 'hashing-DIM', got {spec!r}")
+        return HashingEncoder(int(dim_text))
+    if Path(spec).is_dir():
+        from ragmix.encoders.sentence_transformer import SentenceTransformerEncoder
+
+        return SentenceTransformerEncoder(spec)
+    raise BadInputError(
+        f"unknown encoder {spec!r}; use 'minilm', 'hashing-DIM' or a local "
+        "sentence-transformers folder"
+    )
+
+
+__all__ = ["DEFAULT_ENCODER", "Encoder", "HashingEncoder", "load_encoder"]

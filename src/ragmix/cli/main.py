@@ -1,0 +1,196 @@
+"""The ``ragmix`` command line: a thin layer over the library.
+
+Examples::
+
+    ragmix index docs/ --collection my-col
+    ragmix search "how are documents chunked?" --collection my-col -k 3
+    ragmix ask "what does make demo do?" --collection my-col
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from ragmix.errors import RagmixError
+
+# Offline by design: never let a library reach for a model hub, and keep
+# third-party progress bars and advisories out of our output.
+for _key, _value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"),
+                     ("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
+                     ("TOKENIZERS_PARALLELISM", "false")):
+    os.environ.setdefault(_key, _value)
+
+err = Console(stderr=True)
+out = Console()
+
+collection_option = click.option(
+    "--collection", "-c", "collection_dir", envvar="RAGMIX_COLLECTION", default=".ragmix",
+    show_default=True, type=click.Path(file_okay=False), help="Collection directory ($RAGMIX_COLLECTION).",
+)
+mode_option = click.option(
+    "--mode", "-m", type=click.Choice(["dense", "bm25", "hybrid"]), default="hybrid",
+    show_default=True, help="Retrieval mode.",
+)
+k_option = click.option("-k", "--top-k", "k", type=click.IntRange(min=1), default=5,
+                        show_default=True, help="Number of passages.")
+source_option = click.option("--source", default=None,
+                             help="Only passages whose document path or id matches this glob.")
+
+
+class RagmixGroup(click.Group):
+    """Turns ragmix's own errors into one clean line and exit code 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except RagmixError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=RagmixGroup)
+@click.version_option(package_name="ragmix")
+def cli() -> None:
+    """ragmix: Retrieval-Augmented Generation, offline, with cited answers."""
+
+
+def _open(collection_dir: str):
+    from ragmix.store import Collection
+
+    return Collection.open(collection_dir)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@collection_option
+@click.option("--encoder", default="minilm", show_default=True,
+              help="minilm, hashing-DIM, or a local sentence-transformers folder (new collections).")
+@click.option("--chunker", type=click.Choice(["words", "chars", "recursive"]), default="words",
+              show_default=True, help="words: the paper's disjoint 100-word passages.")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=None,
+              help="Words (words), characters (chars) or max characters (recursive).")
+@click.option("--overlap", type=click.IntRange(min=0), default=None, help="Overlap (words/chars).")
+@click.option("--index", "index_kind", type=click.Choice(["flat", "hnsw", "ivf", "ivfpq"]),
+              default="flat", show_default=True, help="FAISS index type (new collections).")
+@click.option("--max-bytes", type=click.IntRange(min=1), default=20_000_000, show_default=True,
+              help="Skip files larger than this.")
+def index(paths, collection_dir, encoder, chunker, chunk_size, overlap, index_kind, max_bytes):
+    """Index files and folders (.txt .md .html .pdf, BEIR .jsonl) into a collection.
+
+    Re-running adds new files and replaces changed ones; unchanged ones are skipped.
+    """
+    from ragmix.chunking import make_chunker
+    from ragmix.cli.progress import RichProgress
+    from ragmix.store import Collection
+    from ragmix.store.manifest import MANIFEST_NAME
+
+    if (Path(collection_dir) / MANIFEST_NAME).exists():
+        col = Collection.open(collection_dir)
+    else:
+        options = {}
+        if chunk_size is not None:
+            options["max_chars" if chunker == "recursive" else "size"] = chunk_size
+        if overlap is not None:
+            if chunker == "recursive":
+                raise click.UsageError("--overlap applies to the words and chars chunkers only")
+            options["overlap"] = overlap
+        with err.status(f"loading encoder {encoder}"):
+            col = Collection.create(collection_dir, encoder=encoder,
+                                    chunker=make_chunker(chunker, **options), index=index_kind)
+    with col, RichProgress(err) as progress:
+        report = col.add(list(paths), progress=progress, max_bytes=max_bytes)
+    err.print(
+        f"[green]indexed[/] {report.added} new, {report.updated} updated, "
+        f"{report.unchanged} unchanged documents; {report.chunks} chunks in {report.seconds:.1f}s"
+    )
+    if report.skipped:
+        err.print(f"[yellow]skipped {len(report.skipped)} file(s):[/]")
+        for item in report.skipped:
+            err.print(f"  {item.source}: {item.reason}")
+
+
+@cli.command()
+@click.argument("query")
+@collection_option
+@mode_option
+@k_option
+@source_option
+@click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
+def search(query, collection_dir, mode, k, source, as_json):
+    """Retrieve the top-k passages for QUERY."""
+    from ragmix.cli.render import hits_table
+
+    with _open(collection_dir) as col:
+        hits = col.search(query, k, mode=mode, source=source)
+    if as_json:
+        click.echo(json.dumps([asdict(h) for h in hits], indent=2))
+    elif not hits:
+        err.print("no passages matched")
+    else:
+        out.print(hits_table(hits))
+
+
+@cli.command()
+@click.argument("question")
+@collection_option
+@mode_option
+@k_option
+@source_option
+@click.option("--generator", default="smollm2", show_default=True, envvar="RAGMIX_GENERATOR",
+              help="smollm2 (packaged) or a local Hugging Face model folder.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the answer and sources as JSON.")
+def ask(question, collection_dir, mode, k, source, generator, max_new_tokens, as_json):
+    """Answer QUESTION from the collection, citing passages as [1], [2]."""
+    from ragmix.cli.render import sources_table
+    from ragmix.generation import RAG, load_generator
+
+    with _open(collection_dir) as col:
+        with err.status(f"loading generator {generator}"):
+            gen = load_generator(generator)
+        rag = RAG(col, gen, k=k, mode=mode, max_new_tokens=max_new_tokens, source=source)
+        stream = None if as_json else (lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
+        answer = rag.ask(question, on_token=stream)
+    if as_json:
+        click.echo(json.dumps(asdict(answer), indent=2))
+        return
+    click.echo()
+    out.print(sources_table(answer))
+
+
+@cli.command()
+@collection_option
+@click.option("--json", "as_json", is_flag=True)
+def info(collection_dir, as_json):
+    """Show a collection's counts, settings and size."""
+    with _open(collection_dir) as col:
+        data = col.info()
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    for key, value in data.items():
+        out.print(f"[bold]{key:>14}[/]  {value}")
+
+
+@cli.command()
+@click.argument("patterns", nargs=-1, required=True)
+@collection_option
+def delete(patterns, collection_dir):
+    """Delete documents whose path or id matches any of PATTERNS (globs)."""
+    with _open(collection_dir) as col:
+        removed = col.delete(list(patterns))
+    if not removed:
+        raise click.ClickException(f"no document matches {', '.join(patterns)}")
+    err.print(f"deleted {len(removed)} document(s)")
+    for doc_id in removed:
+        err.print(f"  {doc_id}")
+
+
+def main() -> None:
+    cli(prog_name="ragmix")

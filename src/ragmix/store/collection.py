@@ -1,0 +1,252 @@
+"""A collection: a directory holding documents, chunks, embeddings and search indexes.
+
+Layout::
+
+    DIR/manifest.json   encoder, chunker, index and BM25 settings
+    DIR/store.sqlite    documents, chunks and embeddings (the truth)
+    DIR/dense.faiss     FAISS view      DIR/bm25/   BM25 view
+    DIR/views.json      which store generation each view reflects
+
+Example::
+
+    col = Collection.create("my-col", encoder="hashing-64")
+    col.add(["docs/"])
+    hits = col.search("what is a chunk?", k=3, mode="hybrid")
+"""
+
+from __future__ import annotations
+
+import fcntl
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragmix.chunking import chunker_from_settings, make_chunker
+from ragmix.chunking.base import Chunker
+from ragmix.encoders import DEFAULT_ENCODER, load_encoder
+from ragmix.encoders.base import Encoder
+from ragmix.errors import BadInputError, CollectionError, EncoderMismatchError
+from ragmix.index import INDEX_KINDS
+from ragmix.retrieval.fusion import softmax_probs
+from ragmix.retrieval.retrievers import BM25Retriever, DenseRetriever, HybridRetriever, Retriever
+from ragmix.store.ingest import COMMIT_CHUNKS, IndexReport, Progress, ingest
+from ragmix.store.manifest import MANIFEST_NAME, Manifest
+from ragmix.store.sqlite_store import DocumentRow, SqliteStore
+from ragmix.store.views import Views
+from ragmix.types import Document, Hit, ScoredId, Skipped
+
+MODES = ("dense", "bm25", "hybrid")
+STORE_FILE = "store.sqlite"
+LOCK_FILE = ".lock"
+
+
+class Collection:
+    """Documents indexed for dense, BM25 and hybrid search; see the module docstring."""
+
+    def __init__(self, directory: Path, manifest: Manifest, encoder: Encoder | None) -> None:
+        self.directory = directory
+        self.manifest = manifest
+        self._encoder = encoder
+        self.store = SqliteStore(directory / STORE_FILE)
+        self.chunker: Chunker = chunker_from_settings(manifest.chunker)
+        self.views = Views(directory, self.store, manifest.index, manifest.bm25, manifest.dim)
+
+    # -- opening ----------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        directory: str | Path,
+        *,
+        encoder: Encoder | str = DEFAULT_ENCODER,
+        chunker: Chunker | None = None,
+        index: str = "flat",
+        index_params: dict[str, Any] | None = None,
+        bm25_params: dict[str, Any] | None = None,
+    ) -> Collection:
+        """Create a new, empty collection in ``directory`` (which must not hold one)."""
+        directory = Path(directory)
+        if (directory / MANIFEST_NAME).exists():
+            raise CollectionError(
+                f"{str(directory)!r} already holds a collection; open it with Collection.open"
+            )
+        if index not in INDEX_KINDS:
+            raise BadInputError(f"index must be one of {INDEX_KINDS}, got {index!r}")
+        enc = load_encoder(encoder) if isinstance(encoder, str) else encoder
+        chunker = chunker or make_chunker("words")
+        manifest = Manifest(
+            encoder=enc.name,
+            dim=enc.dim,
+            chunker=chunker.settings(),
+            index={"kind": index, **(index_params or {})},
+            bm25=dict(bm25_params or {}),
+        )
+        # Validate the index settings before anything is written.
+        from ragmix.index.faiss_index import FaissIndex
+
+        FaissIndex(index, enc.dim, **(index_params or {}))
+        directory.mkdir(parents=True, exist_ok=True)
+        manifest.save(directory)
+        return cls(directory, manifest, enc)
+
+    @classmethod
+    def open(cls, directory: str | Path, *, encoder: Encoder | None = None) -> Collection:
+        """Open an existing collection; ``encoder`` must be the one that built it."""
+        directory = Path(directory)
+        manifest = Manifest.load(directory)
+        if encoder is not None and (encoder.name != manifest.encoder or encoder.dim != manifest.dim):
+            raise EncoderMismatchError(
+                f"collection {str(directory)!r} was built with encoder {manifest.encoder!r} "
+                f"(dim {manifest.dim}), not {encoder.name!r} (dim {encoder.dim}); open it "
+                "without an encoder, or re-index into a new collection"
+            )
+        return cls(directory, manifest, encoder)
+
+    @classmethod
+    def open_or_create(cls, directory: str | Path, **create_options: Any) -> Collection:
+        """Open ``directory`` if it holds a collection, else create one with the options."""
+        if (Path(directory) / MANIFEST_NAME).exists():
+            encoder = create_options.get("encoder")
+            return cls.open(directory, encoder=encoder if not isinstance(encoder, str) else None)
+        return cls.create(directory, **create_options)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def encoder(self) -> Encoder:
+        """The encoder named in the manifest, loaded on first use."""
+        if self._encoder is None:
+            self._encoder = load_encoder(self.manifest.encoder)
+            if self._encoder.dim != self.manifest.dim:
+                raise EncoderMismatchError(
+                    f"encoder {self.manifest.encoder!r} now has dim {self._encoder.dim}, "
+                    f"the collection was built with dim {self.manifest.dim}"
+                )
+        return self._encoder
+
+    # -- writing ----------------------------------------------------------------
+    def add(
+        self,
+        paths: Sequence[str | Path],
+        *,
+        progress: Progress | None = None,
+        max_bytes: int = 20_000_000,
+        commit_chunks: int = COMMIT_CHUNKS,
+    ) -> IndexReport:
+        """Index files and folders: new documents are added, changed ones replaced."""
+        from ragmix.documents import load_paths
+
+        return self.add_documents(load_paths(paths, max_bytes=max_bytes), progress=progress,
+                                  commit_chunks=commit_chunks)
+
+    def add_documents(
+        self, documents: Iterable[Document | Skipped], *, progress: Progress | None = None,
+        commit_chunks: int = COMMIT_CHUNKS,
+    ) -> IndexReport:
+        """Index already-loaded documents (``Skipped`` items are reported, not indexed)."""
+        if commit_chunks <= 0:
+            raise BadInputError(f"commit_chunks must be > 0, got {commit_chunks}")
+        with self._write_lock():
+            report = ingest(documents, self.store, self.chunker, lambda: self.encoder, progress,
+                            commit_chunks=commit_chunks)
+            if progress is not None:
+                progress.start("updating indexes", None)
+            self.views.refresh(persist=True)
+        return report
+
+    def delete(self, patterns: Sequence[str]) -> list[str]:
+        """Delete documents whose id or source matches any glob; returns their ids."""
+        with self._write_lock():
+            doc_ids = sorted({d.doc_id for p in patterns for d in self.store.documents(p)})
+            if doc_ids:
+                self.store.delete_documents(doc_ids)
+            self.views.refresh(persist=True)
+        return doc_ids
+
+    @contextmanager
+    def _write_lock(self):
+        with open(self.directory / LOCK_FILE, "w") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise CollectionError(
+                    f"collection {str(self.directory)!r} is being written by another process; "
+                    "wait for it to finish"
+                ) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    # -- reading ----------------------------------------------------------------
+    def retriever(
+        self, mode: str = "hybrid", *, fusion: str = "rrf", rrf_k: int = 60,
+        dense_weight: float = 0.5, depth: int = 100,
+    ) -> Retriever:
+        """The retriever for ``mode`` over this collection's views."""
+        if mode not in MODES:
+            raise BadInputError(f"mode must be one of {MODES}, got {mode!r}")
+        if mode == "bm25":
+            return BM25Retriever(self.views.bm25(persist=False))
+        dense = DenseRetriever(self.encoder, self.views.dense(persist=False))
+        if mode == "dense":
+            return dense
+        sparse = BM25Retriever(self.views.bm25(persist=False))
+        return HybridRetriever(dense, sparse, fusion=fusion, rrf_k=rrf_k,
+                               dense_weight=dense_weight, depth=depth)
+
+    def search(
+        self, query: str, k: int = 5, *, mode: str = "hybrid", source: str | None = None,
+        fusion: str = "rrf", dense_weight: float = 0.5, temperature: float = 1.0,
+    ) -> list[Hit]:
+        """Top-k passages for ``query``; ``source`` is a glob on document path or id.
+
+        Each hit carries p(z|x) = softmax(score / temperature) over the top-k.
+        """
+        if not query or not query.strip():
+            raise BadInputError("query must not be empty")
+        if k <= 0:
+            raise BadInputError(f"k must be > 0, got {k}")
+        allowed = self.store.chunk_ids_for_source(source) if source else None
+        if allowed is not None and len(allowed) == 0:
+            return []
+        retriever = self.retriever(mode, fusion=fusion, dense_weight=dense_weight)
+        return self.hits(retriever.retrieve(query, k, allowed_ids=allowed), temperature=temperature)
+
+    def hits(self, scored: Sequence[ScoredId], *, temperature: float = 1.0) -> list[Hit]:
+        """Materialise ranked chunk ids into :class:`Hit` values with p(z|x)."""
+        if not scored:
+            return []
+        rows = self.store.chunk_rows([s.chunk_id for s in scored])
+        probs = softmax_probs(np.array([s.score for s in scored]), temperature=temperature)
+        return [
+            Hit(chunk_id=s.chunk_id, doc_id=r.doc_id, text=r.text, score=s.score,
+                prob=float(p), rank=rank, title=r.title, source=r.source, start=r.start, end=r.end)
+            for rank, (s, p) in enumerate(zip(scored, probs), start=1)
+            if (r := rows.get(s.chunk_id)) is not None
+        ]
+
+    def documents(self, pattern: str = "*") -> list[DocumentRow]:
+        return self.store.documents(pattern)
+
+    def info(self) -> dict[str, Any]:
+        """Counts, settings and size on disk, for ``ragmix info``."""
+        size = sum(p.stat().st_size for p in self.directory.rglob("*") if p.is_file())
+        return {
+            "path": str(self.directory.resolve()),
+            "documents": self.store.count_documents(),
+            "chunks": self.store.count_chunks(),
+            "generation": self.store.generation,
+            "disk_bytes": size,
+            **asdict(self.manifest),
+        }

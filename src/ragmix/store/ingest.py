@@ -1,0 +1,120 @@
+"""Ingest: load, chunk, embed and commit documents in small crash-safe transactions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ragmix.chunking.base import Chunker
+from ragmix.encoders.base import Encoder
+from ragmix.store.sqlite_store import SqliteStore
+from ragmix.types import Chunk, Document, Skipped
+
+# Chunks embedded and committed per transaction: small enough that a crash
+# loses little work, large enough that fsync and batching stay cheap.
+COMMIT_CHUNKS = 512
+
+
+class Progress(Protocol):
+    """Receives progress of long work; the CLI draws it as bars, the library never prints."""
+
+    def start(self, stage: str, total: int | None) -> None: ...
+
+    def advance(self, stage: str, n: int = 1) -> None: ...
+
+
+@dataclass(frozen=True)
+class IndexReport:
+    """What one indexing run did."""
+
+    added: int = 0  # new documents
+    updated: int = 0  # documents whose content changed
+    unchanged: int = 0
+    chunks: int = 0  # chunks written
+    skipped: tuple[Skipped, ...] = field(default=())
+    seconds: float = 0.0
+
+
+def ingest(
+    items: Iterable[Document | Skipped],
+    store: SqliteStore,
+    chunker: Chunker,
+    encoder: Callable[[], Encoder],
+    progress: Progress | None = None,
+    *,
+    commit_chunks: int = COMMIT_CHUNKS,
+) -> IndexReport:
+    """Chunk, embed and store every new or changed document; skip unchanged ones.
+
+    ``encoder`` is a thunk so that a run with nothing to do never loads a model.
+    Each commit holds whole documents, so a crash never leaves half a document.
+    """
+    began = time.perf_counter()
+    known = store.content_hashes()
+    skipped: list[Skipped] = []
+    todo: dict[str, tuple[Document, list[Chunk]]] = {}
+    unchanged = 0
+    if progress is not None:
+        progress.start("reading", None)
+    for item in items:
+        if progress is not None:
+            progress.advance("reading")
+        if isinstance(item, Skipped):
+            skipped.append(item)
+        elif known.get(item.doc_id) == item.content_hash:
+            unchanged += 1
+        else:
+            chunks = chunker.chunk(item.doc_id, item.text)
+            if not chunks:
+                skipped.append(Skipped(item.source, "no text to index after chunking"))
+                continue
+            todo[item.doc_id] = (item, chunks)  # a later duplicate id wins
+    added = sum(1 for doc_id in todo if doc_id not in known)
+    n_chunks = sum(len(chunks) for _, chunks in todo.values())
+    if todo:
+        _embed_and_commit(list(todo.values()), store, encoder(), n_chunks, progress,
+                          commit_chunks)
+    return IndexReport(
+        added=added,
+        updated=len(todo) - added,
+        unchanged=unchanged,
+        chunks=n_chunks,
+        skipped=tuple(skipped),
+        seconds=time.perf_counter() - began,
+    )
+
+
+def _embed_and_commit(
+    work: list[tuple[Document, list[Chunk]]],
+    store: SqliteStore,
+    encoder: Encoder,
+    n_chunks: int,
+    progress: Progress | None,
+    commit_chunks: int,
+) -> None:
+    if progress is not None:
+        progress.start("embedding", n_chunks)
+    batch: list[tuple[Document, list[Chunk]]] = []
+    size = 0
+    for doc, chunks in work:
+        batch.append((doc, chunks))
+        size += len(chunks)
+        if size >= commit_chunks:
+            _commit(batch, store, encoder, progress)
+            batch, size = [], 0
+    if batch:
+        _commit(batch, store, encoder, progress)
+
+
+def _commit(batch, store: SqliteStore, encoder: Encoder, progress: Progress | None) -> None:
+    texts = [c.text for _, chunks in batch for c in chunks]
+    vectors = encoder.encode_documents(texts)  # (n, dim)
+    items, offset = [], 0
+    for doc, chunks in batch:
+        items.append((doc, chunks, vectors[offset : offset + len(chunks)]))
+        offset += len(chunks)
+    store.replace_documents(items)
+    if progress is not None:
+        progress.advance("embedding", len(texts))

@@ -1,0 +1,42 @@
+"""Shared fixtures: deterministic fakes and small generated corpora."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+WORDS = (
+    "retrieval generation passage index vector query answer model corpus token "
+    "chunk embedding search fusion rank score document paper latent marginal "
+    "encoder decoder beam greedy cache store sqlite faiss bm25 hybrid dense sparse"
+).split()
+
+
+def write_corpus(folder: Path, n_files: int, *, words_per_file: int = 250, seed: int = 0) -> Path:
+    """Write ``n_files`` Markdown files of random words, each with a unique marker word."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n_files):
+        body = " ".join(rng.choice(WORDS) for _ in range(words_per_file))
+        (folder / f"doc{i:04d}.md").write_text(f"# Document {i}\n\nmarker{i} {body}\n")
+    return folder
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    return write_corpus(tmp_path / "corpus", 12)
+
+
+@pytest.fixture
+def collection(tmp_path: Path):
+    from ragmix.store import Collection
+
+    col = Collection.create(tmp_path / "col", encoder="hashing-1024")
+    yield col
+    col.close()

@@ -1,0 +1,132 @@
+"""Collection behaviour: incremental re-index, delete, view agreement, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ragmix.encoders import HashingEncoder
+from ragmix.errors import BadInputError, CollectionError, EncoderMismatchError
+from ragmix.store import Collection
+
+
+def assert_consistent(col: Collection) -> None:
+    """SQLite, FAISS and BM25 describe exactly the same chunks."""
+    want = col.store.chunk_ids()
+    dense = np.sort(col.views.dense(persist=False).ids())
+    bm25 = np.sort(np.asarray(col.views.bm25(persist=False).ids))
+    assert np.array_equal(dense, want)
+    assert np.array_equal(bm25, want)
+
+
+def test_add_then_search_finds_marker(collection: Collection, corpus: Path) -> None:
+    report = collection.add([corpus])
+    assert (report.added, report.updated, report.unchanged) == (12, 0, 0)
+    assert report.chunks == collection.store.count_chunks() > 12
+    for mode in ("dense", "bm25", "hybrid"):
+        hits = collection.search("marker7", k=3, mode=mode)
+        assert hits[0].source.endswith("doc0007.md"), mode
+        assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
+        assert abs(sum(h.prob for h in hits) - 1.0) < 1e-6
+        assert hits[0].text == Path(hits[0].source).read_text()[hits[0].start : hits[0].end]
+    assert_consistent(collection)
+
+
+def test_reindex_is_incremental(collection: Collection, corpus: Path) -> None:
+    collection.add([corpus])
+    chunks_before = collection.store.count_chunks()
+    again = collection.add([corpus])
+    assert (again.added, again.updated, again.unchanged, again.chunks) == (0, 0, 12, 0)
+    (corpus / "doc0003.md").write_text("# Changed\n\nbrand new zebra words here\n")
+    (corpus / "extra.md").write_text("# Extra\n\nan extra giraffe file\n")
+    third = collection.add([corpus])
+    assert (third.added, third.updated, third.unchanged) == (1, 1, 11)
+    assert collection.search("zebra", k=1, mode="bm25")[0].source.endswith("doc0003.md")
+    assert collection.search("marker3", k=5, mode="bm25") == []  # old text fully replaced
+    assert collection.store.count_documents() == 13
+    assert collection.store.count_chunks() < chunks_before + 3
+    assert_consistent(collection)
+
+
+def test_delete_removes_from_every_view(collection: Collection, corpus: Path) -> None:
+    collection.add([corpus])
+    removed = collection.delete(["*doc0005.md"])
+    assert len(removed) == 1 and removed[0].endswith("doc0005.md")
+    for mode in ("dense", "bm25", "hybrid"):
+        assert all(not h.source.endswith("doc0005.md")
+                   for h in collection.search("marker5", k=20, mode=mode))
+    assert collection.delete(["*nothing*"]) == []
+    assert_consistent(collection)
+
+
+def test_reopen_after_changes(tmp_path: Path, corpus: Path) -> None:
+    with Collection.create(tmp_path / "c", encoder="hashing-1024", index="hnsw") as col:
+        col.add([corpus])
+        col.delete(["*doc0001.md"])
+        expected = [h.chunk_id for h in col.search("marker2", k=5, mode="hybrid")]
+    with Collection.open(tmp_path / "c") as col:
+        assert [h.chunk_id for h in col.search("marker2", k=5, mode="hybrid")] == expected
+        assert col.views.is_current("dense") and col.views.is_current("bm25")
+        assert_consistent(col)
+
+
+def test_stale_views_are_rebuilt_from_sqlite(tmp_path: Path, corpus: Path) -> None:
+    with Collection.create(tmp_path / "c", encoder="hashing-1024") as col:
+        col.add([corpus])
+    (tmp_path / "c" / "dense.faiss").unlink()
+    (tmp_path / "c" / "views.json").write_text("{}")
+    with Collection.open(tmp_path / "c") as col:
+        assert col.search("marker4", k=1, mode="dense")[0].source.endswith("doc0004.md")
+        assert_consistent(col)
+
+
+def test_source_filter(collection: Collection, corpus: Path) -> None:
+    collection.add([corpus])
+    hits = collection.search("marker1 marker2", k=10, mode="hybrid", source="*doc0002.md")
+    assert hits and all(h.source.endswith("doc0002.md") for h in hits)
+    assert collection.search("marker1", k=3, source="*no-such-file*") == []
+
+
+def test_encoder_mismatch_is_a_clear_error(tmp_path: Path) -> None:
+    Collection.create(tmp_path / "c", encoder="hashing-1024").close()
+    with pytest.raises(EncoderMismatchError, match="hashing-1024"):
+        Collection.open(tmp_path / "c", encoder=HashingEncoder(32))
+    with Collection.open(tmp_path / "c", encoder=HashingEncoder(1024)) as col:
+        assert col.manifest.dim == 1024
+
+
+def test_bad_inputs(tmp_path: Path, collection: Collection) -> None:
+    with pytest.raises(CollectionError, match="not a ragmix collection"):
+        Collection.open(tmp_path / "missing")
+    with pytest.raises(CollectionError, match="already holds"):
+        Collection.create(collection.directory, encoder="hashing-1024")
+    with pytest.raises(BadInputError, match="k must be > 0"):
+        collection.search("x", k=0)
+    with pytest.raises(BadInputError, match="mode must be one of"):
+        collection.search("x", mode="magic")
+    with pytest.raises(BadInputError, match="empty"):
+        collection.search("   ")
+    with pytest.raises(BadInputError, match="index must be one of"):
+        Collection.create(tmp_path / "x", encoder="hashing-8", index="annoy")
+
+
+def test_second_writer_is_refused(collection: Collection, corpus: Path) -> None:
+    other = Collection.open(collection.directory)
+    with collection._write_lock():
+        with pytest.raises(CollectionError, match="another process"):
+            other.add([corpus])
+    other.close()
+
+
+def test_skipped_files_are_reported(collection: Collection, tmp_path: Path) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "good.txt").write_text("some good text about passages")
+    (folder / "empty.txt").write_text("")
+    (folder / "blob.bin").write_bytes(b"\x00\x01")
+    report = collection.add([folder])
+    assert report.added == 1
+    reasons = {Path(s.source).name: s.reason for s in report.skipped}
+    assert set(reasons) == {"empty.txt", "blob.bin"}
