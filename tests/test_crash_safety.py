@@ -19,9 +19,17 @@ from ragmix.store import Collection
 CHILD = """
 import sys
 from ragmix.store import Collection
+
+class Report:  # tells the parent about every commit, so kills land mid-ingest
+    def start(self, stage, total):
+        print("start", stage, flush=True)
+    def advance(self, stage, n=1):
+        if stage == "embedding":
+            print("commit", flush=True)
+
 col = Collection.open_or_create(sys.argv[1], encoder="hashing-1024", index=sys.argv[3])
 print("started", flush=True)
-col.add([sys.argv[2]], commit_chunks=4)
+col.add([sys.argv[2]], commit_chunks=4, progress=Report())
 print("done", flush=True)
 """
 
@@ -33,6 +41,13 @@ def _run_child(col_dir: Path, corpus: Path, kind: str) -> subprocess.Popen:
         [sys.executable, "-c", CHILD, str(col_dir), str(corpus), kind],
         stdout=subprocess.PIPE, env=env, text=True,
     )
+
+
+def _read_until(child: subprocess.Popen, line: str) -> None:
+    for got in child.stdout:
+        if got.strip() == line:
+            return
+    raise AssertionError(f"child ended before printing {line!r}")
 
 
 def _check(col_dir: Path, n_files: int) -> int:
@@ -57,17 +72,23 @@ def test_kill_minus_nine_mid_ingest(tmp_path: Path, kind: str) -> None:
     col_dir = tmp_path / "col"
     rng = random.Random(1)
     partial_states = 0
-    for _ in range(5):
+    for attempt in range(6):
         child = _run_child(col_dir, corpus, kind)
         assert child.stdout.readline().strip() == "started"
-        time.sleep(rng.uniform(0.05, 0.6))
+        if attempt == 5:  # the last kill lands while the indexes are being written
+            _read_until(child, "start updating indexes")
+            time.sleep(rng.uniform(0.0, 0.05))
+        else:  # the others after a random number of commits, while more are to come
+            for _ in range(rng.randint(1, 30)):
+                _read_until(child, "commit")
+            time.sleep(rng.uniform(0.0, 0.01))
         child.send_signal(signal.SIGKILL)
         child.wait()
         n_docs = _check(col_dir, n_files)
         partial_states += 0 < n_docs < n_files
-    assert partial_states >= 1, "no kill landed mid-ingest; the test proves nothing"
+    assert partial_states >= 5, "kills did not land mid-ingest; the test proves nothing"
     child = _run_child(col_dir, corpus, kind)
-    assert child.communicate(timeout=300)[0].split() == ["started", "done"]
+    assert child.communicate(timeout=300)[0].splitlines()[-1] == "done"
     assert _check(col_dir, n_files) == n_files
     # The same corpus indexed in one clean run gives the same passages.
     with Collection.open(col_dir) as crashed, \
