@@ -19,9 +19,10 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import numpy as np  # noqa: E402
-from _common import DATA, percentile, require_data, timed, write_result  # noqa: E402
+from _common import DATA, ROOT, percentile, require_data, timed, write_result  # noqa: E402
 
 from ragmix.store import Collection  # noqa: E402
 
@@ -38,31 +39,58 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA / "scifact")
     parser.add_argument("--rounds", type=int, default=3, help="passes over the test queries")
+    parser.add_argument("--ingest-docs", type=int, default=500,
+                        help="documents in the timed ingest run (MiniLM on CPU is ~20 chunks/s)")
+    parser.add_argument("--work", type=Path, default=ROOT / "bench" / ".work" / "scifact-minilm",
+                        help="full collection, kept between runs (embedding it takes ~10 min)")
     args = parser.parse_args()
     folder = require_data(args.data)
     queries = load_test_queries(folder)
+    run(folder, queries, args.work, args.rounds, args.ingest_docs)
+
+
+def timed_ingest(corpus: Path, n_docs: int, encoder) -> tuple[int, float]:
+    """Embedding ingest throughput on the first ``n_docs`` documents, in a fresh collection."""
+    from ragmix.documents import load_paths
+
+    docs = []
+    for item in load_paths([corpus]):
+        docs.append(item)
+        if len(docs) == n_docs:
+            break
     workdir = Path(tempfile.mkdtemp(prefix="ragmix-bench-"))
     try:
-        run(folder, queries, workdir, args.rounds)
+        with Collection.create(workdir / "col", encoder=encoder) as col:
+            began = time.perf_counter()
+            report = col.add_documents(docs)
+            return report.chunks, time.perf_counter() - began
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def run(folder: Path, queries: list[str], workdir: Path, rounds: int) -> None:
+def run(folder: Path, queries: list[str], work: Path, rounds: int, ingest_docs: int) -> None:
     import bm25s
     import faiss
     import Stemmer
 
-    col = Collection.create(workdir / "col")  # the defaults: MiniLM, flat, 100-word passages
-    encoder = col.encoder  # load the model before the clock starts
-    began = time.perf_counter()
-    report = col.add([folder / "corpus.jsonl"])
-    ingest_s = time.perf_counter() - began
-    n_chunks = report.chunks
+    from ragmix.encoders import load_encoder
+
+    encoder = load_encoder("minilm")  # loaded before any clock starts
+    ingest_chunks, ingest_s = timed_ingest(folder / "corpus.jsonl", ingest_docs, encoder)
+    print(f"ingest: {ingest_chunks} chunks in {ingest_s:.1f}s")
+
+    col = Collection.open_or_create(work, encoder=encoder)  # defaults: flat, 100-word passages
+    from rich.console import Console
+
+    from ragmix.cli.progress import RichProgress
+
+    with RichProgress(Console(stderr=True)) as progress:  # no-op when the cache is complete
+        col.add([folder / "corpus.jsonl"], progress=progress)
+    n_chunks = col.store.count_chunks()
 
     # BM25 build alone: rebuild the view from the stored texts.
     col.views._bm25 = None
-    (workdir / "col" / "views.json").write_text("{}")
+    (work / "views.json").write_text(json.dumps({"dense": col.store.generation}))
     began = time.perf_counter()
     col.views.bm25(persist=True)
     bm25_build_s = time.perf_counter() - began
@@ -117,15 +145,18 @@ def run(folder: Path, queries: list[str], workdir: Path, rounds: int) -> None:
     p99 = {name: round(percentile(v, 99), 3) for name, v in times.items()}
     result = {
         "dataset": "scifact",
-        "documents": report.added,
+        "documents": col.store.count_documents(),
         "chunks": n_chunks,
         "queries": len(queries) * rounds,
         "k": K,
         "index_chunks_per_s": {
-            "embedding_ingest": round(n_chunks / ingest_s, 1),
+            "embedding_ingest": round(ingest_chunks / ingest_s, 1),
             "bm25": round(n_chunks / bm25_build_s, 1),
         },
-        "index_seconds": {"ingest_total": round(ingest_s, 2), "bm25_build": round(bm25_build_s, 3)},
+        "index_seconds": {
+            f"ingest_{ingest_chunks}_chunks": round(ingest_s, 2),
+            f"bm25_build_{n_chunks}_chunks": round(bm25_build_s, 3),
+        },
         "query_ms_p50": {m: p50[m] for m in ("dense", "bm25", "hybrid")},
         "query_ms_p99": {m: p99[m] for m in ("dense", "bm25", "hybrid")},
         "peer_query_ms_p50": {"bm25s": p50["bm25s"], "faiss": p50["faiss"]},

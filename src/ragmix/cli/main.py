@@ -60,6 +60,16 @@ def cli() -> None:
     """ragmix: Retrieval-Augmented Generation, offline, with cited answers."""
 
 
+class _SourceFiltered:
+    """A collection whose searches keep to documents matching a glob."""
+
+    def __init__(self, collection, source: str) -> None:
+        self.collection, self.source = collection, source
+
+    def search(self, query: str, k: int, *, mode: str):
+        return self.collection.search(query, k, mode=mode, source=self.source)
+
+
 def _open(collection_dir: str):
     from ragmix.store import Collection
 
@@ -154,7 +164,8 @@ def ask(question, collection_dir, mode, k, source, generator, max_new_tokens, as
     with _open(collection_dir) as col:
         with err.status(f"loading generator {generator}"):
             gen = load_generator(generator)
-        rag = RAG(col, gen, k=k, mode=mode, max_new_tokens=max_new_tokens, source=source)
+        searcher = col if source is None else _SourceFiltered(col, source)
+        rag = RAG(searcher, gen, k=k, mode=mode, max_new_tokens=max_new_tokens)
         stream = None if as_json else (lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
         answer = rag.ask(question, on_token=stream)
     if as_json:

@@ -1,0 +1,85 @@
+"""The "stuff" prompt: numbered passages plus the question, and citation parsing."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from ragmix.errors import BadInputError
+from ragmix.types import Hit
+
+# Chosen by trying a dozen wordings on SmolLM2-135M-Instruct (greedy): asking
+# for "a few words" keeps its answers short; instructions placed after the
+# passages, worked examples and "the passage number" phrasings made it copy
+# passages or answer with the number alone.
+INSTRUCTION = (
+    "Read the numbered passages and answer the question below in a few words, "
+    "using only the passages. Cite the passage you used like [1] or [2]."
+)
+NO_PASSAGES = (
+    "No passages were found for this question. Answer in one short sentence if you "
+    "know the answer; otherwise say that you do not know."
+)
+
+
+def build_prompt(
+    question: str, hits: Sequence[Hit], *, max_passage_chars: int | None = None
+) -> str:
+    """The prompt for one question: instruction, numbered passages, question.
+
+    Passages are numbered from 1 in the order given, as "[1] (title) text";
+    ``max_passage_chars`` cuts each passage's text to that many characters.
+
+    >>> hit = Hit(chunk_id=0, doc_id="d", text="Paris is the capital.", score=1.0,
+    ...           prob=1.0, rank=1, title="France")
+    >>> print(build_prompt("What is the capital of France?", [hit]))  # doctest: +ELLIPSIS
+    Read the numbered passages ...
+    [1] (France) Paris is the capital.
+    <BLANKLINE>
+    Question: What is the capital of France?
+    """
+    if max_passage_chars is not None and max_passage_chars < 1:
+        raise BadInputError(f"max_passage_chars must be greater than 0, got {max_passage_chars}")
+    question = " ".join(question.split())
+    if not hits:
+        return f"{NO_PASSAGES}\n\nQuestion: {question}"
+    passages = "\n\n".join(
+        _format_passage(n, hit, max_passage_chars) for n, hit in enumerate(hits, start=1)
+    )
+    return f"{INSTRUCTION}\n\n{passages}\n\nQuestion: {question}"
+
+
+def _format_passage(number: int, hit: Hit, max_chars: int | None) -> str:
+    # One line per passage: newlines inside a passage read as a new passage.
+    text = " ".join(hit.text.split())
+    if max_chars is not None and len(text) > max_chars:
+        text = text[:max_chars].rsplit(" ", 1)[0] + " ..."
+    title = " ".join(hit.title.split())
+    return f"[{number}] ({title}) {text}" if title else f"[{number}] {text}"
+
+
+# [1], [1, 3], [1; 2], [1-3]; adjacent groups ([1][2]) match one by one.
+_CITATION = re.compile(r"\[\s*(\d+(?:\s*(?:[,;]|-|–)\s*\d+)*)\s*\]")
+_NUMBER_OR_RANGE = re.compile(r"(\d+)(?:\s*[-–]\s*(\d+))?")
+
+
+def parse_citations(text: str, n_passages: int) -> tuple[int, ...]:
+    """Passage numbers cited in ``text``, in order of first appearance, each once.
+
+    Only numbers from 1 to ``n_passages`` count; ranges such as [1-3] expand.
+
+    >>> parse_citations("Paris [2]. It is big [1, 3][2] and old [7].", 3)
+    (2, 1, 3)
+    """
+    seen: dict[int, None] = {}
+    for group in _CITATION.finditer(text):
+        for match in _NUMBER_OR_RANGE.finditer(group.group(1)):
+            low = int(match.group(1))
+            high = int(match.group(2)) if match.group(2) else low
+            # A range that runs backwards or absurdly far is not a citation.
+            if high < low or high - low > n_passages:
+                continue
+            for number in range(low, high + 1):
+                if 1 <= number <= n_passages:
+                    seen.setdefault(number, None)
+    return tuple(seen)

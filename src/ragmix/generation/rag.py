@@ -1,0 +1,106 @@
+"""Retrieve, stuff the top-k passages into one prompt, answer, and find the citations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+from ragmix.errors import BadInputError
+from ragmix.generation.base import Generator
+from ragmix.generation.prompt import build_prompt, parse_citations
+from ragmix.types import Answer, Hit
+
+
+@runtime_checkable
+class Searcher(Protocol):
+    """Anything that returns ranked passages for a query, e.g. a ``Collection``."""
+
+    def search(self, query: str, k: int, *, mode: str) -> list[Hit]: ...
+
+
+class RAG:
+    """Question answering over a searcher with a generator, in the everyday "stuff" mode.
+
+    The top ``k`` hits are numbered [1]..[k] in one prompt; the generator
+    answers greedily and cites them, and :meth:`ask` returns a frozen
+    :class:`~ragmix.types.Answer`. If the generator reports its context size
+    (``max_context_tokens`` and ``count_tokens``, as :class:`HFGenerator`
+    does), the lowest-ranked hits are dropped until prompt and answer fit.
+
+    Example::
+
+        rag = RAG(collection, load_generator(), k=4)
+        answer = rag.ask("What happens if indexing is interrupted?")
+        print(answer.text)             # '... is resumed on the next add [2].'
+        [hit.source for hit in answer.sources]
+    """
+
+    def __init__(
+        self,
+        retriever: Searcher,
+        generator: Generator,
+        *,
+        k: int = 5,
+        mode: str = "hybrid",
+        max_new_tokens: int = 200,
+        max_passage_chars: int | None = None,
+    ) -> None:
+        _check_positive("k", k)
+        _check_positive("max_new_tokens", max_new_tokens)
+        if max_passage_chars is not None:
+            _check_positive("max_passage_chars", max_passage_chars)
+        if not callable(getattr(retriever, "search", None)):
+            raise BadInputError(
+                "retriever must have a search(query, k, *, mode) method, "
+                f"got {type(retriever).__name__}"
+            )
+        self.retriever = retriever
+        self.generator = generator
+        self.k = k
+        self.mode = mode
+        self.max_new_tokens = max_new_tokens
+        self.max_passage_chars = max_passage_chars
+
+    def ask(
+        self,
+        question: str,
+        *,
+        k: int | None = None,
+        mode: str | None = None,
+        on_token: Callable[[str], None] | None = None,
+    ) -> Answer:
+        """Answer ``question`` from the top-``k`` passages; ``on_token`` streams the text."""
+        if not isinstance(question, str) or not question.strip():
+            raise BadInputError(f"question must be a non-empty string, got {question!r}")
+        k = self.k if k is None else k
+        _check_positive("k", k)
+        question = question.strip()
+        hits = list(self.retriever.search(question, k, mode=mode or self.mode))[:k]
+        hits, prompt = self._fit(question, hits)
+        text = self.generator.generate(
+            prompt, max_new_tokens=self.max_new_tokens, on_token=on_token
+        )
+        return Answer(
+            question=question,
+            text=text,
+            hits=tuple(hits),
+            cited=parse_citations(text, len(hits)),
+        )
+
+    def _fit(self, question: str, hits: list[Hit]) -> tuple[list[Hit], str]:
+        """Drop the lowest-ranked hits until the prompt leaves room for the answer."""
+        prompt = build_prompt(question, hits, max_passage_chars=self.max_passage_chars)
+        limit = getattr(self.generator, "max_context_tokens", None)
+        count = getattr(self.generator, "count_tokens", None)
+        if not isinstance(limit, int) or not callable(count):
+            return hits, prompt
+        budget = limit - self.max_new_tokens
+        while hits and count(prompt) > budget:
+            hits = hits[:-1]
+            prompt = build_prompt(question, hits, max_passage_chars=self.max_passage_chars)
+        return hits, prompt
+
+
+def _check_positive(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BadInputError(f"{name} must be an integer greater than 0, got {value!r}")
