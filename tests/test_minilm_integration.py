@@ -34,7 +34,7 @@ def test_dense_search_over_the_user_guide(tmp_path: Path, minilm) -> None:
         assert report.added == len(list(DOCS.glob("*.md")))
         cases = {
             "what survives if the process is killed with kill -9?": "collections.md",
-            "which file types can be indexed?": "indexing.md",
+            "can ragmix read PDF and HTML files?": "indexing.md",
             "how is reciprocal rank fusion computed?": "retrieval.md",
         }
         for query, expected in cases.items():
