@@ -37,7 +37,7 @@ def test_index_search_info_delete(tmp_path: Path, corpus: Path) -> None:
 
     table = runner.invoke(cli, ["search", "marker3", "-c", str(col), "--mode", "bm25"])
     assert table.exit_code == 0, table.output
-    assert "Document 3" in table.output  # the title column
+    assert "doc0003.md" in table.output  # the source column
 
     info = json.loads(runner.invoke(cli, ["info", "-c", str(col), "--json"]).output)
     assert info["documents"] == 12 and info["encoder"] == "hashing-1024"
@@ -108,7 +108,7 @@ def test_ask_streams_and_reports_sources(tmp_path: Path, corpus: Path) -> None:
     streamed = runner.invoke(cli, args)  # greedy: the same text, streamed, then the sources
     assert streamed.exit_code == 0, streamed.output
     assert streamed.output.startswith(answer["text"])
-    assert "sources" in streamed.output and "Document 4" in streamed.output
+    assert "sources" in streamed.output and "doc0004.md" in streamed.output
 
     only = json.loads(runner.invoke(cli, [*args, "--json", "--source", "*doc0007.md"]).output)
     assert {Path(h["source"]).name for h in only["hits"]} == {"doc0007.md"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from rich.table import Table
 
@@ -10,7 +11,10 @@ from ragmix.types import Answer, Hit
 
 
 def _where(hit: Hit) -> str:
-    return hit.title or hit.source or hit.doc_id
+    """The file name for a file, the document id for a corpus row."""
+    if hit.source and hit.doc_id == hit.source:
+        return Path(hit.source).name
+    return hit.doc_id
 
 
 def hits_table(hits: Sequence[Hit], *, width: int = 160) -> Table:
@@ -25,12 +29,16 @@ def hits_table(hits: Sequence[Hit], *, width: int = 160) -> Table:
 
 
 def sources_table(answer: Answer) -> Table:
+    """One line per passage the generator saw; the cited ones marked."""
     cited = set(answer.cited)
-    table = Table(title="sources")
-    for column in ("", "#", "score", "p(z|x)", "source", "passage"):
-        table.add_column(column, overflow="fold")
+    table = Table(title="sources", title_justify="left", expand=True)
+    table.add_column("", no_wrap=True)
+    table.add_column("#", no_wrap=True)
+    table.add_column("score", no_wrap=True)
+    table.add_column("p(z|x)", no_wrap=True)
+    table.add_column("source", no_wrap=True, overflow="ellipsis", max_width=40)
+    table.add_column("passage", no_wrap=True, overflow="ellipsis", ratio=1)
     for hit in answer.hits:
-        text = " ".join(hit.text.split())
         table.add_row("cited" if hit.rank in cited else "", f"[{hit.rank}]", f"{hit.score:.3f}",
-                      f"{hit.prob:.2f}", f"{_where(hit)}", text[:120] + ("…" if len(text) > 120 else ""))
+                      f"{hit.prob:.2f}", _where(hit), " ".join(hit.text.split()))
     return table
