@@ -62,6 +62,10 @@ def test_errors_are_one_line_and_nonzero(tmp_path: Path, corpus: Path) -> None:
     assert nothing.exit_code == 1 and "no document matches" in nothing.output
     overlap = _index(runner, tmp_path / "c2", corpus, extra=("--chunker", "recursive", "--overlap", "3"))
     assert overlap.exit_code == 2 and "--overlap" in overlap.output
+    other_encoder = _index(runner, col, corpus, extra=("--encoder", "hashing-32"))
+    assert other_encoder.exit_code == 1 and "built with encoder 'hashing-1024'" in other_encoder.output
+    late_option = _index(runner, col, corpus, extra=("--index", "hnsw"))
+    assert late_option.exit_code == 2 and "--index only apply when a collection is created" in late_option.output
     bad_encoder = runner.invoke(cli, ["index", str(corpus), "-c", str(tmp_path / "c3"),
                                       "--encoder", "no-such-model"])
     assert bad_encoder.exit_code == 1 and "unknown encoder" in bad_encoder.output

@@ -130,3 +130,48 @@ def test_skipped_files_are_reported(collection: Collection, tmp_path: Path) -> N
     assert report.added == 1
     reasons = {Path(s.source).name: s.reason for s in report.skipped}
     assert set(reasons) == {"empty.txt", "blob.bin"}
+
+
+def test_unreadable_view_files_are_rebuilt(tmp_path: Path, corpus: Path) -> None:
+    with Collection.create(tmp_path / "c", encoder="hashing-1024") as col:
+        col.add([corpus])
+    (tmp_path / "c" / "dense.faiss.json").unlink()  # as if killed between the two writes
+    for f in (tmp_path / "c" / "bm25").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"garbage")
+    with Collection.open(tmp_path / "c") as col:
+        for mode in ("dense", "bm25"):
+            assert col.search("marker6", k=1, mode=mode)[0].source.endswith("doc0006.md")
+        assert_consistent(col)
+        col.add([corpus])  # and the collection stays writable
+
+
+def test_reader_sees_writes_of_another_handle(tmp_path: Path, corpus: Path) -> None:
+    writer = Collection.create(tmp_path / "c", encoder="hashing-1024")
+    writer.add([corpus])
+    reader = Collection.open(tmp_path / "c")
+    assert reader.search("marker2", k=1, mode="bm25")  # views now loaded in the reader
+    writer.delete(["*doc0002.md"])
+    (corpus / "doc0002.md").unlink()  # else the next add puts it back
+    (corpus / "new.md").write_text("# New\n\nokapi unicorn\n")
+    writer.add([corpus])
+    for mode in ("dense", "bm25", "hybrid"):
+        assert all(not h.source.endswith("doc0002.md") for h in reader.search("marker2", k=20, mode=mode))
+        assert reader.search("unicorn", k=1, mode=mode)[0].source.endswith("new.md")
+    assert_consistent(reader)
+    writer.close()
+    reader.close()
+
+
+def test_a_later_duplicate_id_wins(collection: Collection) -> None:
+    from ragmix.types import Document
+
+    def doc(text: str) -> Document:
+        return Document(doc_id="same", text=text, source="rows.jsonl", content_hash=text)
+
+    collection.add_documents([doc("first version alpha"), doc("second version beta")])
+    assert collection.search("beta", k=1, mode="bm25")[0].text == "second version beta"
+    report = collection.add_documents([doc("third gamma"), doc("second version beta")])
+    assert report.unchanged == 1 and report.updated == 0
+    assert collection.search("beta", k=1, mode="bm25")[0].text == "second version beta"
+    assert collection.store.count_documents() == 1

@@ -98,9 +98,21 @@ def index(paths, collection_dir, encoder, chunker, chunk_size, overlap, index_ki
     from ragmix.chunking import make_chunker
     from ragmix.cli.progress import RichProgress
     from ragmix.store import Collection
+    from ragmix.store.collection import check_encoder_name
     from ragmix.store.manifest import MANIFEST_NAME
 
+    ctx = click.get_current_context()
     if (Path(collection_dir) / MANIFEST_NAME).exists():
+        creation_only = {"chunker": "--chunker", "chunk_size": "--chunk-size",
+                         "overlap": "--overlap", "index_kind": "--index"}
+        given = [flag for name, flag in creation_only.items()
+                 if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(
+                f"{', '.join(given)} only apply when a collection is created; {collection_dir} "
+                "already exists (see ragmix info)")
+        if ctx.get_parameter_source("encoder") is click.core.ParameterSource.COMMANDLINE:
+            check_encoder_name(Path(collection_dir), encoder)
         col = Collection.open(collection_dir)
     else:
         options = {}

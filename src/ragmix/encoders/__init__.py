@@ -12,6 +12,21 @@ DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 _MINILM_ALIASES = ("minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 
 
+def canonical_name(spec: str) -> str:
+    """The name a loaded encoder reports for ``spec``, without loading a model.
+
+    >>> canonical_name("minilm"), canonical_name("hashing")
+    ('all-MiniLM-L6-v2', 'hashing-256')
+    """
+    if spec in _MINILM_ALIASES:
+        return DEFAULT_ENCODER
+    if spec == "hashing":
+        return "hashing-256"
+    if Path(spec).is_dir():
+        return str(Path(spec).resolve())
+    return spec
+
+
 def load_encoder(spec: str = DEFAULT_ENCODER) -> Encoder:
     """Build an encoder from a spec: ``minilm`` (default), ``hashing-DIM``, or a local folder.
 
@@ -37,4 +52,4 @@ def load_encoder(spec: str = DEFAULT_ENCODER) -> Encoder:
     )
 
 
-__all__ = ["DEFAULT_ENCODER", "Encoder", "HashingEncoder", "load_encoder"]
+__all__ = ["DEFAULT_ENCODER", "Encoder", "HashingEncoder", "canonical_name", "load_encoder"]

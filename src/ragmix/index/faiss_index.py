@@ -391,12 +391,18 @@ class FaissIndex:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the index to ``path`` and its settings to ``path + ".json"``, each atomically."""
         path = os.fspath(path)
-        _faiss().write_index(self._index, path + ".tmp")
-        os.replace(path + ".tmp", path)
+        # Settings first: they never change for an index, so a crash between the two
+        # writes leaves an old index beside valid settings, never an index without them.
         sidecar = {"format": _FORMAT, "kind": self._kind, "dim": self._dim, "params": self._params}
         with open(path + ".json.tmp", "w", encoding="utf-8") as f:
             json.dump(sidecar, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(path + ".json.tmp", path + ".json")
+        _faiss().write_index(self._index, path + ".tmp")
+        with open(path + ".tmp", "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(path + ".tmp", path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> FaissIndex:

@@ -44,6 +44,18 @@ STORE_FILE = "store.sqlite"
 LOCK_FILE = ".lock"
 
 
+def check_encoder_name(directory: Path, spec: str) -> None:
+    """Raise if ``spec`` names another encoder than the one that built the collection."""
+    from ragmix.encoders import canonical_name
+
+    built_with = Manifest.load(directory).encoder
+    if canonical_name(spec) != built_with:
+        raise EncoderMismatchError(
+            f"collection {str(directory)!r} was built with encoder {built_with!r}, not {spec!r}; "
+            "leave the encoder out, or index into a new collection"
+        )
+
+
 class Collection:
     """Documents indexed for dense, BM25 and hybrid search; see the module docstring."""
 
@@ -110,7 +122,10 @@ class Collection:
         """Open ``directory`` if it holds a collection, else create one with the options."""
         if (Path(directory) / MANIFEST_NAME).exists():
             encoder = create_options.get("encoder")
-            return cls.open(directory, encoder=encoder if not isinstance(encoder, str) else None)
+            if isinstance(encoder, str):
+                check_encoder_name(Path(directory), encoder)
+                encoder = None
+            return cls.open(directory, encoder=encoder)
         return cls.create(directory, **create_options)
 
     def close(self) -> None:
@@ -228,12 +243,14 @@ class Collection:
         if not scored:
             return []
         rows = self.store.chunk_rows([s.chunk_id for s in scored])
+        # a chunk deleted by another process since the search is dropped before p(z|x)
+        scored = [s for s in scored if s.chunk_id in rows]
         probs = softmax_probs(np.array([s.score for s in scored]), temperature=temperature)
         return [
-            Hit(chunk_id=s.chunk_id, doc_id=r.doc_id, text=r.text, score=s.score,
-                prob=float(p), rank=rank, title=r.title, source=r.source, start=r.start, end=r.end)
+            Hit(chunk_id=s.chunk_id, doc_id=r.doc_id, text=r.text, score=s.score, prob=float(p),
+                rank=rank, title=r.title, source=r.source, start=r.start, end=r.end)
             for rank, (s, p) in enumerate(zip(scored, probs), start=1)
-            if (r := rows.get(s.chunk_id)) is not None
+            for r in (rows[s.chunk_id],)
         ]
 
     def documents(self, pattern: str = "*") -> list[DocumentRow]:

@@ -54,8 +54,7 @@ def ingest(
     began = time.perf_counter()
     known = store.content_hashes()
     skipped: list[Skipped] = []
-    todo: dict[str, tuple[Document, list[Chunk]]] = {}
-    unchanged = 0
+    latest: dict[str, Document] = {}
     if progress is not None:
         progress.start("reading", None)
     for item in items:
@@ -63,14 +62,20 @@ def ingest(
             progress.advance("reading")
         if isinstance(item, Skipped):
             skipped.append(item)
-        elif known.get(item.doc_id) == item.content_hash:
-            unchanged += 1
         else:
-            chunks = chunker.chunk(item.doc_id, item.text)
-            if not chunks:
-                skipped.append(Skipped(item.source, "no text to index after chunking"))
-                continue
-            todo[item.doc_id] = (item, chunks)  # a later duplicate id wins
+            latest.pop(item.doc_id, None)
+            latest[item.doc_id] = item  # a later duplicate id wins, in the later position
+    todo: dict[str, tuple[Document, list[Chunk]]] = {}
+    unchanged = 0
+    for doc in latest.values():
+        if known.get(doc.doc_id) == doc.content_hash:
+            unchanged += 1
+            continue
+        chunks = chunker.chunk(doc.doc_id, doc.text)
+        if chunks:
+            todo[doc.doc_id] = (doc, chunks)
+        else:
+            skipped.append(Skipped(doc.source, "no text to index after chunking"))
     added = sum(1 for doc_id in todo if doc_id not in known)
     n_chunks = sum(len(chunks) for _, chunks in todo.values())
     if todo:
