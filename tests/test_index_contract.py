@@ -15,7 +15,7 @@ pytest.importorskip("faiss")
 
 from ragmix.errors import BadInputError  # noqa: E402
 from ragmix.index import INDEX_KINDS, FaissIndex, VectorIndex  # noqa: E402
-from ragmix.index.faiss_index import _DEFAULTS, auto_nlist, default_m  # noqa: E402
+from ragmix.index.knobs import _DEFAULTS, auto_nlist, default_m  # noqa: E402
 
 EMPTY_SCORE = np.finfo(np.float32).min
 

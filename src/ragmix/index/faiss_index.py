@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from typing import Any
 
@@ -12,28 +11,21 @@ import numpy as np
 
 from ragmix._extras import require
 from ragmix.errors import BadInputError, CollectionError
+from ragmix.index.knobs import (
+    _DEFAULTS,
+    _MIN_POINTS_PER_CENTROID,
+    auto_nlist,
+    check_params,
+    positive_int,
+)
 
 _log = logging.getLogger(__name__)
-
-# Defaults per kind (the kinds are ragmix.index.INDEX_KINDS); every knob is a
-# keyword of FaissIndex(kind, dim, **params).
-_DEFAULTS: dict[str, dict[str, Any]] = {
-    "flat": {},
-    # M=32 and efConstruction=200 are the usual quality settings for text embeddings;
-    # efSearch=128 keeps recall@10 close to 1 at a fraction of a flat scan's cost.
-    "hnsw": {"M": 32, "ef_construction": 200, "ef_search": 128},
-    # nlist=None: about 4*sqrt(n) lists, chosen when the first add trains the index.
-    "ivf": {"nlist": None, "nprobe": 16},
-    # m=None: the largest divisor of dim that is <= dim // 8 (8 dimensions per code byte).
-    "ivfpq": {"nlist": None, "m": None, "nbits": 8, "nprobe": 16},
-}
 
 # With at most this many allowed ids, flat/hnsw score them exactly and ivf kinds probe
 # every list: filtered ANN search degrades when few ids pass the filter.
 EXACT_FILTER_MAX = 2048
 
 _FORMAT = "ragmix.faiss/1"
-_MIN_POINTS_PER_CENTROID = 39  # below this, faiss's k-means warns that training is weak
 _EMPTY_SCORE = np.finfo(np.float32).min  # what faiss writes into empty IP slots
 
 
@@ -44,57 +36,6 @@ def _faiss() -> Any:
 def _empty(q: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Scores (q, k) and ids (q, k) for a search that found nothing."""
     return np.full((q, k), _EMPTY_SCORE, dtype=np.float32), np.full((q, k), -1, dtype=np.int64)
-
-
-def _positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        bound = "> 0" if minimum == 1 else f">= {minimum}"
-        raise BadInputError(f"{name} must be an integer {bound}, got {value!r}")
-    return int(value)
-
-
-def default_m(dim: int) -> int:
-    """The default number of PQ sub-quantizers: the largest divisor of ``dim`` <= dim // 8.
-
-    >>> default_m(64), default_m(384), default_m(100), default_m(7)
-    (8, 48, 10, 1)
-    """
-    target = max(1, dim // 8)
-    return max(d for d in range(1, target + 1) if dim % d == 0)
-
-
-def auto_nlist(n: int) -> int:
-    """The inverted-list count for ``n`` training vectors: ~4*sqrt(n), >= 39 points per list.
-
-    >>> auto_nlist(5000), auto_nlist(100), auto_nlist(1)
-    (128, 2, 1)
-    """
-    return max(1, min(round(4 * math.sqrt(n)), n // _MIN_POINTS_PER_CENTROID))
-
-
-def _check_params(kind: str, dim: int, params: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(params) - set(_DEFAULTS[kind]))
-    if unknown:
-        takes = ", ".join(_DEFAULTS[kind]) or "no parameters"
-        raise BadInputError(
-            f"unknown parameter {unknown[0]!r} for kind {kind!r}; it takes: {takes}"
-        )
-    out = {**_DEFAULTS[kind], **params}
-    for name in ("ef_construction", "ef_search", "nprobe"):
-        if name in out:
-            out[name] = _positive_int(name, out[name])
-    if "M" in out:
-        out["M"] = _positive_int("M", out["M"], minimum=2)  # the level scale is 1/log(M)
-    if out.get("nlist") is not None:
-        out["nlist"] = _positive_int("nlist", out["nlist"])
-    if kind == "ivfpq":
-        out["m"] = default_m(dim) if out["m"] is None else _positive_int("m", out["m"])
-        if dim % out["m"]:
-            raise BadInputError(f"m must divide dim {dim}, got m={out['m']}")
-        out["nbits"] = _positive_int("nbits", out["nbits"])
-        if out["nbits"] > 16:
-            raise BadInputError(f"nbits must be <= 16, got {out['nbits']}")
-    return out
 
 
 class FaissIndex:
@@ -126,8 +67,8 @@ class FaissIndex:
                 f"unknown index kind {kind!r}; choose one of: {', '.join(_DEFAULTS)}"
             )
         self._kind = kind
-        self._dim = _positive_int("dim", dim)
-        self._params = _check_params(kind, self._dim, params)
+        self._dim = positive_int("dim", dim)
+        self._params = check_params(kind, self._dim, params)
         self._install(self._new_base(self._params.get("nlist") or 1, self._params.get("nbits")))
 
     # -- properties ---------------------------------------------------------------
@@ -339,13 +280,13 @@ class FaissIndex:
         if ef_search is not None:
             if self._kind != "hnsw":
                 raise BadInputError(f"ef_search applies to kind 'hnsw' only, not {self._kind!r}")
-            knobs["efSearch"] = _positive_int("ef_search", ef_search)
+            knobs["efSearch"] = positive_int("ef_search", ef_search)
         if nprobe is not None:
             if self._kind not in ("ivf", "ivfpq"):
                 raise BadInputError(
                     f"nprobe applies to kinds 'ivf' and 'ivfpq' only, not {self._kind!r}"
                 )
-            knobs["nprobe"] = _positive_int("nprobe", nprobe)
+            knobs["nprobe"] = positive_int("nprobe", nprobe)
         return knobs
 
     def _params_object(self, knobs: dict[str, Any]) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -30,20 +31,42 @@ class KeywordIndex(Protocol):
 
 
 class DenseRetriever:
-    """DPR-style retrieval: encode the query, top-k by inner product d(z)·q(x)."""
+    """DPR-style retrieval: encode the query, top-k by inner product d(z)·q(x).
 
-    def __init__(self, encoder: Encoder, index: VectorIndex) -> None:
+    With ``exact_vectors`` (a function from ids to their full-precision vectors),
+    the index only proposes ``refine_factor * k`` candidates, which are then
+    re-scored exactly: the usual second stage for compressed indexes (IVF-PQ),
+    whose own scores come from lossy codes.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        index: VectorIndex,
+        *,
+        exact_vectors: Callable[[np.ndarray], np.ndarray] | None = None,
+        refine_factor: int = 10,
+    ) -> None:
+        if refine_factor <= 0:
+            raise BadInputError(f"refine_factor must be > 0, got {refine_factor}")
         self.encoder = encoder
         self.index = index
+        self.exact_vectors = exact_vectors
+        self.refine_factor = refine_factor
 
     def retrieve(
         self, query: str, k: int, *, allowed_ids: np.ndarray | None = None
     ) -> list[ScoredId]:
         q = self.encoder.encode_queries([query])  # (1, dim)
-        scores, ids = self.index.search(q, k, allowed_ids=allowed_ids)  # (1, k) each
-        return [
-            ScoredId(int(i), float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0
-        ]
+        depth = k if self.exact_vectors is None else k * self.refine_factor
+        scores, ids = self.index.search(q, depth, allowed_ids=allowed_ids)  # (1, depth) each
+        found = ids[0] >= 0
+        scores, ids = scores[0][found], ids[0][found]  # (n,), (n,)
+        if self.exact_vectors is not None and len(ids):
+            scores = self.exact_vectors(ids) @ q[0]  # (n, dim) @ (dim,) -> (n,)
+            order = np.argsort(-scores, kind="stable")[:k]
+            scores, ids = scores[order], ids[order]
+        return [ScoredId(int(i), float(s)) for s, i in zip(scores, ids)]
 
 
 class BM25Retriever:

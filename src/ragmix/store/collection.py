@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
+from functools import partial
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,9 @@ from ragmix.store.views import Views
 from ragmix.types import Document, Hit, ScoredId, Skipped
 
 MODES = ("dense", "bm25", "hybrid")
+# Index kinds whose scores come from compressed codes; their dense hits are re-scored
+# exactly with the embeddings kept in SQLite.
+REFINED_KINDS = ("ivfpq",)
 STORE_FILE = "store.sqlite"
 LOCK_FILE = ".lock"
 
@@ -213,7 +217,11 @@ class Collection:
             raise BadInputError(f"mode must be one of {MODES}, got {mode!r}")
         if mode == "bm25":
             return BM25Retriever(self.views.bm25(persist=False))
-        dense = DenseRetriever(self.encoder, self.views.dense(persist=False))
+        index = self.views.dense(persist=False)
+        exact = None
+        if index.kind in REFINED_KINDS:  # lossy codes: re-score a shortlist from SQLite
+            exact = partial(self.store.embeddings, dim=self.manifest.dim)
+        dense = DenseRetriever(self.encoder, index, exact_vectors=exact)
         if mode == "dense":
             return dense
         sparse = BM25Retriever(self.views.bm25(persist=False))
