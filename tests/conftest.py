@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+from ragmix._offline import set_offline_defaults
+
+set_offline_defaults()
 
 WORDS = (
     "retrieval generation passage index vector query answer model corpus token "

@@ -10,7 +10,6 @@ Examples::
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -18,14 +17,10 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from ragmix._offline import set_offline_defaults
 from ragmix.errors import RagmixError
 
-# Offline by design: never let a library reach for a model hub, and keep
-# third-party progress bars and advisories out of our output.
-for _key, _value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"),
-                     ("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
-                     ("TOKENIZERS_PARALLELISM", "false")):
-    os.environ.setdefault(_key, _value)
+set_offline_defaults()
 
 err = Console(stderr=True)
 out = Console()

@@ -109,13 +109,13 @@ class Views:
         self._stamp("dense", self._dense_generation)
 
     # -- bm25 -----------------------------------------------------------------
-    def bm25(self, *, persist: bool) -> BM25Index:
-        """The BM25 view, rebuilt from the store's texts when stale."""
+    def bm25(self, *, persist: bool, rebuild: bool = False) -> BM25Index:
+        """The BM25 view, rebuilt from the store's texts when stale (or when ``rebuild``)."""
         with self.store.snapshot():
             generation = self.store.generation
-            if self._bm25 is None:
+            if self._bm25 is None and not rebuild:
                 self._bm25, self._bm25_generation = self._load_bm25(generation)
-            if self._bm25_generation == generation:
+            if self._bm25_generation == generation and not rebuild:
                 return self._bm25
             self._bm25 = self._build_bm25()
             self._bm25_generation = generation
@@ -149,18 +149,6 @@ class Views:
             texts += batch_texts
         all_ids = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
         return BM25Index.build(all_ids, texts, **self._bm25_settings)
-
-    def rebuild_bm25(self, *, persist: bool = True) -> BM25Index:
-        """Build the BM25 view from scratch (benchmarks time this)."""
-        self._bm25, self._bm25_generation = None, -1
-        with self.store.snapshot():
-            generation = self.store.generation
-            self._bm25 = self._build_bm25()
-            self._bm25_generation = generation
-        if persist:
-            self._bm25.save(str(self.directory / BM25_DIR))
-            self._stamp("bm25", generation)
-        return self._bm25
 
     def refresh(self, *, persist: bool = True) -> None:
         """Bring both views up to date after a write."""
