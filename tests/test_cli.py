@@ -35,6 +35,10 @@ def test_index_search_info_delete(tmp_path: Path, corpus: Path) -> None:
     assert len(hits) == 2 and hits[0]["source"].endswith("doc0003.md")
     assert {"score", "prob", "rank", "start", "end", "text"} <= set(hits[0])
 
+    weighted = runner.invoke(cli, ["search", "marker3", "-c", str(col), "--json", "--fusion", "weighted"])
+    assert json.loads(weighted.output)[0]["source"].endswith("doc0003.md")
+    assert json.loads(weighted.output)[0]["score"] <= 1.0  # weighted mean of min-max scores
+
     table = runner.invoke(cli, ["search", "marker3", "-c", str(col), "--mode", "bm25"])
     assert table.exit_code == 0, table.output
     assert "doc0003.md" in table.output  # the source column
@@ -66,6 +70,15 @@ def test_errors_are_one_line_and_nonzero(tmp_path: Path, corpus: Path) -> None:
     assert other_encoder.exit_code == 1 and "built with encoder 'hashing-1024'" in other_encoder.output
     late_option = _index(runner, col, corpus, extra=("--index", "hnsw"))
     assert late_option.exit_code == 2 and "--index only apply when a collection is created" in late_option.output
+    knobs = _index(runner, tmp_path / "c4", corpus,
+                   extra=("--index", "hnsw", "--index-option", "ef_search=16", "--index-option", "M=8"))
+    assert knobs.exit_code == 0, knobs.output
+    info = json.loads(runner.invoke(cli, ["info", "-c", str(tmp_path / "c4"), "--json"]).output)
+    assert info["index"] == {"kind": "hnsw", "ef_search": 16, "M": 8}
+    bad_knob = _index(runner, tmp_path / "c5", corpus, extra=("--index-option", "nprobe=4"))
+    assert bad_knob.exit_code == 1 and "unknown parameter 'nprobe'" in bad_knob.output
+    bad_pair = _index(runner, tmp_path / "c6", corpus, extra=("--index-option", "nprobe"))
+    assert bad_pair.exit_code == 2 and "KEY=INTEGER" in bad_pair.output
     bad_encoder = runner.invoke(cli, ["index", str(corpus), "-c", str(tmp_path / "c3"),
                                       "--encoder", "no-such-model"])
     assert bad_encoder.exit_code == 1 and "unknown encoder" in bad_encoder.output

@@ -35,6 +35,10 @@ mode_option = click.option(
 )
 k_option = click.option("-k", "--top-k", "k", type=click.IntRange(min=1), default=5,
                         show_default=True, help="Number of passages.")
+fusion_option = click.option(
+    "--fusion", type=click.Choice(["rrf", "weighted"]), default="rrf", show_default=True,
+    help="Hybrid fusion: Reciprocal Rank Fusion (k=60) or min-max weighted scores.",
+)
 source_option = click.option("--source", default=None,
                              help="Only passages whose document path or id matches this glob.")
 
@@ -55,14 +59,25 @@ def cli() -> None:
     """ragmix: Retrieval-Augmented Generation, offline, with cited answers."""
 
 
-class _SourceFiltered:
-    """A collection whose searches keep to documents matching a glob."""
+def _parse_index_options(pairs: tuple[str, ...]) -> dict[str, int]:
+    """``("nprobe=32", "nlist=256")`` -> ``{"nprobe": 32, "nlist": 256}``."""
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise click.BadParameter(f"expected KEY=INTEGER, got {pair!r}", param_hint="--index-option")
+        params[key.strip()] = int(value)
+    return params
 
-    def __init__(self, collection, source: str) -> None:
-        self.collection, self.source = collection, source
+
+class _Searcher:
+    """A collection searched with the command's --source and --fusion settings."""
+
+    def __init__(self, collection, source: str | None, fusion: str) -> None:
+        self.collection, self.source, self.fusion = collection, source, fusion
 
     def search(self, query: str, k: int, *, mode: str):
-        return self.collection.search(query, k, mode=mode, source=self.source)
+        return self.collection.search(query, k, mode=mode, source=self.source, fusion=self.fusion)
 
 
 def _open(collection_dir: str):
@@ -83,9 +98,13 @@ def _open(collection_dir: str):
 @click.option("--overlap", type=click.IntRange(min=0), default=None, help="Overlap (words/chars).")
 @click.option("--index", "index_kind", type=click.Choice(["flat", "hnsw", "ivf", "ivfpq"]),
               default="flat", show_default=True, help="FAISS index type (new collections).")
+@click.option("--index-option", "index_options", multiple=True, metavar="KEY=VALUE",
+              help="FAISS knob for a new collection, repeatable: M, ef_construction, ef_search "
+                   "(hnsw); nlist, nprobe (ivf, ivfpq); m, nbits (ivfpq).")
 @click.option("--max-bytes", type=click.IntRange(min=1), default=20_000_000, show_default=True,
-              help="Skip files larger than this.")
-def index(paths, collection_dir, encoder, chunker, chunk_size, overlap, index_kind, max_bytes):
+              help="Skip files larger than this (per row for .jsonl).")
+def index(paths, collection_dir, encoder, chunker, chunk_size, overlap, index_kind,
+          index_options, max_bytes):
     """Index files and folders (.txt .md .html .pdf, BEIR .jsonl) into a collection.
 
     Re-running adds new files and replaces changed ones; unchanged ones are skipped.
@@ -99,7 +118,8 @@ def index(paths, collection_dir, encoder, chunker, chunk_size, overlap, index_ki
     ctx = click.get_current_context()
     if (Path(collection_dir) / MANIFEST_NAME).exists():
         creation_only = {"chunker": "--chunker", "chunk_size": "--chunk-size",
-                         "overlap": "--overlap", "index_kind": "--index"}
+                         "overlap": "--overlap", "index_kind": "--index",
+                         "index_options": "--index-option"}
         given = [flag for name, flag in creation_only.items()
                  if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE]
         if given:
@@ -119,7 +139,8 @@ def index(paths, collection_dir, encoder, chunker, chunk_size, overlap, index_ki
             options["overlap"] = overlap
         with err.status(f"loading encoder {encoder}"):
             col = Collection.create(collection_dir, encoder=encoder,
-                                    chunker=make_chunker(chunker, **options), index=index_kind)
+                                    chunker=make_chunker(chunker, **options), index=index_kind,
+                                    index_params=_parse_index_options(index_options))
     with col, RichProgress(err) as progress:
         report = col.add(list(paths), progress=progress, max_bytes=max_bytes)
     err.print(
@@ -138,13 +159,14 @@ def index(paths, collection_dir, encoder, chunker, chunk_size, overlap, index_ki
 @mode_option
 @k_option
 @source_option
+@fusion_option
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
-def search(query, collection_dir, mode, k, source, as_json):
+def search(query, collection_dir, mode, k, source, fusion, as_json):
     """Retrieve the top-k passages for QUERY."""
     from ragmix.cli.render import hits_table
 
     with _open(collection_dir) as col:
-        hits = col.search(query, k, mode=mode, source=source)
+        hits = col.search(query, k, mode=mode, source=source, fusion=fusion)
     if as_json:
         click.echo(json.dumps([asdict(h) for h in hits], indent=2))
     elif not hits:
@@ -159,11 +181,12 @@ def search(query, collection_dir, mode, k, source, as_json):
 @mode_option
 @k_option
 @source_option
+@fusion_option
 @click.option("--generator", default="smollm2", show_default=True, envvar="RAGMIX_GENERATOR",
               help="smollm2 (packaged) or a local Hugging Face model folder.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the answer and sources as JSON.")
-def ask(question, collection_dir, mode, k, source, generator, max_new_tokens, as_json):
+def ask(question, collection_dir, mode, k, source, fusion, generator, max_new_tokens, as_json):
     """Answer QUESTION from the collection, citing passages as [1], [2]."""
     from ragmix.cli.render import sources_table
     from ragmix.generation import RAG, load_generator
@@ -171,8 +194,7 @@ def ask(question, collection_dir, mode, k, source, generator, max_new_tokens, as
     with _open(collection_dir) as col:
         with err.status(f"loading generator {generator}"):
             gen = load_generator(generator)
-        searcher = col if source is None else _SourceFiltered(col, source)
-        rag = RAG(searcher, gen, k=k, mode=mode, max_new_tokens=max_new_tokens)
+        rag = RAG(_Searcher(col, source, fusion), gen, k=k, mode=mode, max_new_tokens=max_new_tokens)
         stream = None if as_json else (lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
         answer = rag.ask(question, on_token=stream)
     if as_json:
