@@ -43,3 +43,20 @@ def test_dense_search_over_the_user_guide(tmp_path: Path, minilm) -> None:
                 assert Path(top[0].source).name == expected, (query, mode, top[0].source)
     with Collection.open(tmp_path / "col") as col:  # the manifest names the encoder
         assert col.encoder.name == "all-MiniLM-L6-v2"
+
+
+def test_int8_onnx_minilm_agrees_with_fp32(minilm) -> None:
+    int8 = load_encoder("minilm-int8")
+    assert (int8.name, int8.dim) == ("all-MiniLM-L6-v2-int8", 384)
+    texts = [
+        "Retrieval-augmented generation mixes a retriever with a generator.",
+        "short",
+        " ".join(["a very long passage about kill -9 and crash safety"] * 60),  # > 256 tokens
+        "FAISS HNSW graphs trade memory for search speed",
+    ]
+    a, b = int8.encode_documents(texts, batch_size=2), minilm.encode_documents(texts)
+    assert np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    cosine = (a * b).sum(axis=1)  # (4,)
+    assert cosine.min() > 0.995, cosine
+    # order inside a batch must not matter: sorting by length is internal
+    assert np.allclose(int8.encode_documents(texts[::-1])[::-1], a, atol=1e-5)

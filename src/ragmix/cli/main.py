@@ -90,7 +90,7 @@ def _open(collection_dir: str):
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @collection_option
 @click.option("--encoder", default="minilm", show_default=True,
-              help="minilm, hashing-DIM, or a local sentence-transformers folder (new collections).")
+              help="minilm, minilm-int8 (ONNX, faster), hashing-DIM, or a local sentence-transformers folder.")
 @click.option("--chunker", type=click.Choice(["words", "chars", "recursive"]), default="words",
               show_default=True, help="words: the paper's disjoint 100-word passages.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=None,

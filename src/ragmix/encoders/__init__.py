@@ -10,6 +10,7 @@ from ragmix.errors import BadInputError
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 _MINILM_ALIASES = ("minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+_INT8_ALIASES = ("minilm-int8", "all-MiniLM-L6-v2-int8")
 
 
 def canonical_name(spec: str) -> str:
@@ -20,6 +21,8 @@ def canonical_name(spec: str) -> str:
     """
     if spec in _MINILM_ALIASES:
         return DEFAULT_ENCODER
+    if spec in _INT8_ALIASES:
+        return "all-MiniLM-L6-v2-int8"
     if spec == "hashing":
         return "hashing-256"
     if Path(spec).is_dir():
@@ -28,7 +31,8 @@ def canonical_name(spec: str) -> str:
 
 
 def load_encoder(spec: str = DEFAULT_ENCODER) -> Encoder:
-    """Build an encoder from a spec: ``minilm`` (default), ``hashing-DIM``, or a local folder.
+    """Build an encoder from a spec: ``minilm`` (default), ``minilm-int8`` (ONNX),
+    ``hashing-DIM``, or a local sentence-transformers folder.
 
     >>> load_encoder("hashing-32").dim
     32
@@ -37,6 +41,10 @@ def load_encoder(spec: str = DEFAULT_ENCODER) -> Encoder:
         from ragmix.encoders.sentence_transformer import SentenceTransformerEncoder
 
         return SentenceTransformerEncoder()
+    if spec in _INT8_ALIASES:
+        from ragmix.encoders.onnx_minilm import OnnxMiniLMEncoder
+
+        return OnnxMiniLMEncoder()
     if spec == "hashing" or spec.startswith("hashing-"):
         dim_text = spec.partition("-")[2] or "256"
         if not dim_text.isdigit():
@@ -47,7 +55,7 @@ def load_encoder(spec: str = DEFAULT_ENCODER) -> Encoder:
 
         return SentenceTransformerEncoder(spec)
     raise BadInputError(
-        f"unknown encoder {spec!r}; use 'minilm', 'hashing-DIM' or a local "
+        f"unknown encoder {spec!r}; use 'minilm', 'minilm-int8', 'hashing-DIM' or a local "
         "sentence-transformers folder"
     )
 
