@@ -232,5 +232,14 @@ def delete(patterns, collection_dir):
         err.print(f"  {doc_id}")
 
 
+def _register_subgroups() -> None:
+    from ragmix.cli.eval_cmd import eval_group
+
+    cli.add_command(eval_group)
+
+
+_register_subgroups()
+
+
 def main() -> None:
     cli(prog_name="ragmix")

@@ -1,0 +1,274 @@
+"""``ragmix eval``: retrieval and QA quality on benchmark data, as a table and report files.
+
+Examples::
+
+    ragmix eval retrieval --data-dir ../shared/data/scifact --mode bm25 --mode hybrid
+    ragmix eval retrieval --corpus corpus.jsonl --queries queries.jsonl \\
+        --qrels qrels/test.tsv --collection scifact-col --out eval-results/scifact
+    ragmix eval qa --questions ../shared/data/squad-open/dev-questions.jsonl \\
+        --corpus ../shared/data/squad-open/paragraphs.jsonl --limit 500 --mode bm25
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+err = Console(stderr=True)
+out = Console()
+
+MODES = ("dense", "bm25", "hybrid")
+
+mode_option = click.option("--mode", "-m", "modes", type=click.Choice(MODES), multiple=True,
+                           help="Retrieval mode; repeat to compare several.")
+fusion_option = click.option(
+    "--fusion", type=click.Choice(["rrf", "weighted"]), default="rrf", show_default=True,
+    help="Hybrid fusion: Reciprocal Rank Fusion or min-max weighted.")
+encoder_option = click.option(
+    "--encoder", default="minilm", show_default=True,
+    help="minilm, hashing-DIM or a local folder; used when the collection is built.")
+out_option = click.option("--out", "out_dir", type=click.Path(file_okay=False),
+                          default="eval-results", show_default=True,
+                          help="Folder for results.json and report.md.")
+
+
+@click.group("eval")
+def eval_group() -> None:
+    """Measure retrieval (BEIR layout) and question answering (SQuAD/NQ-open JSONL)."""
+
+
+def _beir_paths(data_dir, split, corpus, queries, qrels):
+    """(corpus, queries, qrels) paths from --data-dir or the three explicit options."""
+    from ragmix.evaluation.datasets import beir_paths
+
+    explicit = {"--corpus": corpus, "--queries": queries, "--qrels": qrels}
+    if data_dir is not None:
+        given = [flag for flag, value in explicit.items() if value is not None]
+        if given:
+            raise click.UsageError(f"--data-dir replaces {', '.join(given)}; give one or the other")
+        return beir_paths(data_dir, split)
+    missing = [flag for flag, value in explicit.items() if value is None]
+    if missing:
+        raise click.UsageError(f"missing {', '.join(missing)} (or give --data-dir DIR)")
+    return Path(corpus), Path(queries), Path(qrels)
+
+
+def _default_collection(out_dir: str, corpus: Path, encoder: str) -> Path:
+    """OUT/collection-DATASET-ENCODER: one per corpus, reused by later runs."""
+    from ragmix.encoders import canonical_name
+
+    dataset = corpus.resolve().parent.name or "corpus"
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{dataset}-{canonical_name(encoder)}").strip("-")
+    return Path(out_dir) / f"collection-{slug}"
+
+
+def metrics_table(results: dict[str, dict[str, float]], columns, *, title: str) -> Table:
+    """One row per mode, one column per metric, plus mean latency."""
+    from ragmix.evaluation.report import column_label
+
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False, padding=(0, 1, 0, 0))  # fits 80 columns
+    table.add_column("mode", no_wrap=True)
+    for column in (*map(column_label, columns), "ms/q"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for mode, values in results.items():
+        table.add_row(mode, *(f"{values[c]:.3f}" for c in columns),
+                      f"{values['ms/q']:.1f}")
+    return table
+
+
+def _indexed(col_dir: Path, corpus: Path, encoder: str):
+    """The collection in ``col_dir``, built from or brought up to date with ``corpus``."""
+    from ragmix.cli.progress import RichProgress
+    from ragmix.evaluation.run_retrieval import index_corpus
+    from ragmix.store.manifest import MANIFEST_NAME
+
+    ctx = click.get_current_context()
+    explicit_encoder = ctx.get_parameter_source("encoder") is click.core.ParameterSource.COMMANDLINE
+    exists = (col_dir / MANIFEST_NAME).exists()
+    err.print(f"{'updating' if exists else 'building'} collection {col_dir}")
+    with RichProgress(err) as progress:
+        col, indexed = index_corpus(col_dir, corpus, progress=progress,
+                                    encoder=encoder if explicit_encoder or not exists else None)
+    if indexed.skipped:
+        err.print(f"[yellow]{len(indexed.skipped)} corpus row(s) not indexed[/], e.g. "
+                  f"{indexed.skipped[0].source}: {indexed.skipped[0].reason}")
+    return col
+
+
+def _collection_meta(col_dir: Path, info: dict) -> dict:
+    return {"path": str(col_dir), **{key: info[key] for key in
+            ("encoder", "documents", "chunks", "chunker", "index")}}
+
+
+def _label(mode: str, fusion: str) -> str:
+    return mode if mode != "hybrid" or fusion == "rrf" else f"hybrid-{fusion}"
+
+
+@eval_group.command("retrieval")
+@click.option("--data-dir", type=click.Path(exists=True, file_okay=False),
+              help="A BEIR folder: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv.")
+@click.option("--split", default="test", show_default=True, help="Qrels split with --data-dir.")
+@click.option("--corpus", type=click.Path(exists=True, dir_okay=False),
+              help="BEIR corpus.jsonl (_id, title, text).")
+@click.option("--queries", type=click.Path(exists=True, dir_okay=False),
+              help="BEIR queries.jsonl (_id, text).")
+@click.option("--qrels", type=click.Path(exists=True, dir_okay=False),
+              help="Judgements: BEIR TSV (query-id, corpus-id, score) or TREC qrels.")
+@mode_option
+@fusion_option
+@click.option("--collection", "-c", "collection_dir", type=click.Path(file_okay=False),
+              help="Collection of the corpus: built if missing, reused (and completed) if "
+                   "present [default: OUT/collection-DATASET-ENCODER].")
+@encoder_option
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Evaluate only the first N judged queries (a quick run).")
+@out_option
+def retrieval(data_dir, split, corpus, queries, qrels, modes, fusion, collection_dir, encoder,
+              limit, out_dir):
+    """nDCG@10, MRR@10 and recall@1/5/10/20/100 of each mode (default: all) on BEIR data.
+
+    Documents are ranked at their best chunk; the numbers match trec_eval's.
+    Writes OUT/results.json (with per-query values) and OUT/report.md.
+
+    \b
+    ragmix eval retrieval --data-dir ../shared/data/scifact --mode bm25
+    """
+    from ragmix.cli.progress import RichProgress
+    from ragmix.evaluation.datasets import judged_queries, load_qrels, load_queries
+    from ragmix.evaluation.report import (
+        RETRIEVAL_COLUMNS, retrieval_markdown, retrieval_results, run_info, write_report,
+    )
+    from ragmix.evaluation.retrieval_metrics import latency_summary
+    from ragmix.evaluation.run_retrieval import CHUNKS_PER_DOC, evaluate_retrieval
+
+    corpus, queries_path, qrels_path = _beir_paths(data_dir, split, corpus, queries, qrels)
+    judgements = load_qrels(qrels_path)
+    texts = judged_queries(load_queries(queries_path), judgements)
+    if limit is not None:
+        judgements = dict(list(judgements.items())[:limit])
+    modes = modes or MODES
+
+    col_dir = (Path(collection_dir) if collection_dir
+               else _default_collection(out_dir, corpus, encoder))
+    col = _indexed(col_dir, corpus, encoder)
+    reports = {}
+    with col:
+        searcher = _FusionSearcher(col, fusion)
+        with RichProgress(err) as progress:
+            for mode in modes:
+                reports[_label(mode, fusion)] = evaluate_retrieval(
+                    searcher, texts, judgements, mode=mode, progress=progress)
+        info = col.info()
+
+    meta = {
+        **run_info(),
+        "data": {"corpus": str(corpus), "queries": str(queries_path), "qrels": str(qrels_path),
+                 "judged_queries": len(judgements), "limit": limit},
+        "collection": _collection_meta(col_dir, info),
+        "settings": {"k": 100, "chunk_depth": 100 * CHUNKS_PER_DOC, "fusion": fusion,
+                     "pooling": "max over chunks"},
+    }
+    results_path, report_path = write_report(
+        out_dir, retrieval_results(reports, meta), retrieval_markdown(reports, meta))
+    rows = {mode: {**r.metrics, "ms/q": latency_summary(r.latency_s.values())["mean"]}
+            for mode, r in reports.items()}
+    out.print(metrics_table(rows, RETRIEVAL_COLUMNS,
+                            title=f"{len(judgements)} queries, {info['documents']} documents"))
+    err.print(f"wrote {results_path} and {report_path}")
+
+
+class _FusionSearcher:
+    """A collection whose hybrid searches use the command's --fusion."""
+
+    def __init__(self, collection, fusion: str) -> None:
+        self.collection, self.fusion = collection, fusion
+
+    def search(self, query: str, k: int, *, mode: str):
+        return self.collection.search(query, k, mode=mode, fusion=self.fusion)
+
+
+@eval_group.command("qa")
+@click.option("--questions", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="JSONL: question plus answers (SQuAD-open) or answer (NQ-open).")
+@click.option("--collection", "-c", "collection_dir", type=click.Path(file_okay=False),
+              help="Collection to answer from "
+                   "[default with --corpus: OUT/collection-DATASET-ENCODER].")
+@click.option("--corpus", type=click.Path(exists=True, dir_okay=False),
+              help="BEIR-style corpus.jsonl to index into the collection first.")
+@encoder_option
+@mode_option
+@fusion_option
+@click.option("-k", "--top-k", "k", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Passages given to the generator.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Sample N questions.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --limit sample.")
+@click.option("--generator", default="smollm2", show_default=True, envvar="RAGMIX_GENERATOR",
+              help="smollm2 (packaged) or a local Hugging Face model folder.")
+@click.option("--no-generate", is_flag=True, help="Measure answer recall@k only (no generator).")
+@click.option("--regex", is_flag=True, help="Gold answers are regular expressions (CuratedTREC).")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=32, show_default=True)
+@out_option
+def qa(questions, collection_dir, corpus, encoder, modes, fusion, k, limit, seed, generator,
+       no_generate, regex, max_new_tokens, out_dir):
+    """Exact match, token F1 and answer recall@1/5/10/20 of each mode (default: hybrid).
+
+    \b
+    ragmix eval qa --questions ../shared/data/squad-open/dev-questions.jsonl \\
+        --corpus ../shared/data/squad-open/paragraphs.jsonl --limit 200 --mode bm25
+    """
+    from ragmix.cli.progress import RichProgress
+    from ragmix.evaluation.datasets import load_qa
+    from ragmix.evaluation.report import qa_markdown, qa_results, run_info, write_report
+    from ragmix.evaluation.run_qa import evaluate_qa, sample_questions
+    from ragmix.store import Collection
+
+    examples = sample_questions(load_qa(questions), limit, seed)
+    if corpus is not None:
+        col_dir = Path(collection_dir) if collection_dir else _default_collection(
+            out_dir, Path(corpus), encoder)
+        col = _indexed(col_dir, Path(corpus), encoder)
+    elif collection_dir is not None:
+        col_dir, col = Path(collection_dir), Collection.open(collection_dir)
+    else:
+        raise click.UsageError("give --collection DIR, --corpus FILE, or both")
+    modes = modes or ("hybrid",)
+    reports = {}
+    with col:
+        gen = None
+        if not no_generate:
+            from ragmix.generation import load_generator
+
+            with err.status(f"loading generator {generator}"):
+                gen = load_generator(generator)
+        with RichProgress(err) as progress:
+            for mode in modes:
+                reports[_label(mode, fusion)] = evaluate_qa(
+                    _FusionSearcher(col, fusion), gen, examples, mode=mode, k=k, regex=regex,
+                    max_new_tokens=max_new_tokens, progress=progress)
+        info = col.info()
+    meta = {**run_info(),
+            "data": {"questions": str(questions), "n_questions": len(examples), "limit": limit,
+                     "seed": seed, "regex": regex},
+            "collection": _collection_meta(col_dir, info),
+            "settings": {"k": k, "fusion": fusion, "max_new_tokens": max_new_tokens,
+                         "generator": None if no_generate else generator}}
+    results_path, report_path = write_report(
+        out_dir, qa_results(reports, meta), qa_markdown(reports, meta))
+    names = list(dict.fromkeys(n for r in reports.values() for n in r.metrics))
+    table = Table(title=f"{len(examples)} questions", title_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False, padding=(0, 1, 0, 0))
+    short = {"retrieval_ms": "ret ms", "s_per_question": "s/q", "em": "EM", "f1": "F1"}
+    for column in ("mode", *names):
+        table.add_column(short.get(column, column.replace("answer_recall", "AR")),
+                         justify="right", no_wrap=True)
+    for mode, report in reports.items():
+        table.add_row(mode, *(f"{report.metrics[n]:.3f}" if n in report.metrics else "-"
+                              for n in names))
+    out.print(table)
+    err.print(f"wrote {results_path} and {report_path}")

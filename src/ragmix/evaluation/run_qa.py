@@ -1,0 +1,161 @@
+"""Open-domain QA over a collection: answer recall@k of retrieval, EM/F1 of the answers."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ragmix.errors import BadInputError
+from ragmix.evaluation.datasets import QAExample
+from ragmix.evaluation.qa_metrics import answer_in_passages, exact_match, f1, regex_match
+from ragmix.evaluation.retrieval_metrics import latency_summary
+from ragmix.evaluation.run_retrieval import Searcher
+from ragmix.types import Hit
+
+if TYPE_CHECKING:
+    from ragmix.generation.base import Generator
+    from ragmix.store.ingest import Progress
+
+RECALL_KS = (1, 5, 10, 20)
+
+
+@dataclass(frozen=True)
+class QAResult:
+    """One question's outcome; ``prediction`` is None when nothing was generated."""
+
+    id: str
+    question: str
+    answers: tuple[str, ...]
+    prediction: str | None
+    em: float | None
+    f1: float | None  # None for regex answers, which have no tokens to overlap
+    answer_recall: dict[str, float]  # "answer_recall@k" -> 1.0 or 0.0
+    retrieval_s: float
+    generation_s: float | None
+
+
+@dataclass(frozen=True)
+class QAReport:
+    """Mean metrics over the questions, and each question's result."""
+
+    metrics: dict[str, float]
+    results: tuple[QAResult, ...] = field(default=())
+
+    def to_dict(self) -> dict:
+        return {"n_questions": len(self.results), "metrics": dict(self.metrics),
+                "per_question": [asdict(r) for r in self.results]}
+
+
+def sample_questions(
+    examples: Sequence[QAExample], limit: int | None, seed: int
+) -> list[QAExample]:
+    """``limit`` questions drawn with ``seed`` (all if None), kept in file order.
+
+    >>> qs = [QAExample(str(i), f"q{i}?", ("a",)) for i in range(10)]
+    >>> [q.id for q in sample_questions(qs, 3, seed=0)]
+    ['0', '6', '9']
+    """
+    if limit is None or limit >= len(examples):
+        return list(examples)
+    if limit < 1:
+        raise BadInputError(f"limit must be >= 1, got {limit}")
+    picked = sorted(random.Random(seed).sample(range(len(examples)), limit))
+    return [examples[i] for i in picked]
+
+
+class _Recorder:
+    """Searches ``depth`` deep once per question, keeps the hits, hands RAG the top k."""
+
+    def __init__(self, searcher: Searcher, depth: int) -> None:
+        self.searcher, self.depth = searcher, depth
+        self.hits: list[Hit] = []
+        self.seconds = 0.0
+
+    def search(self, query: str, k: int, *, mode: str) -> list[Hit]:
+        began = time.perf_counter()
+        self.hits = self.searcher.search(query, max(k, self.depth), mode=mode)
+        self.seconds = time.perf_counter() - began
+        return self.hits[:k]
+
+
+def strip_citations(text: str) -> str:
+    """The answer without its [n] citation markers, which no gold answer contains.
+
+    >>> strip_citations("Paris [1, 2].")
+    'Paris .'
+    """
+    from ragmix.generation.prompt import _CITATION
+
+    return " ".join(_CITATION.sub(" ", text).split())
+
+
+def evaluate_qa(
+    searcher: Searcher,
+    generator: Generator | None,
+    examples: Sequence[QAExample],
+    *,
+    mode: str,
+    k: int = 5,
+    recall_ks: Sequence[int] = RECALL_KS,
+    regex: bool = False,
+    max_new_tokens: int = 32,
+    progress: Progress | None = None,
+) -> QAReport:
+    """Answer recall@k for each k in ``recall_ks``, and EM/F1 of the generator's answers.
+
+    The generator answers from the top ``k`` passages ("stuff" mode, as
+    :class:`~ragmix.generation.RAG`); with ``generator=None`` only retrieval is
+    measured. ``regex=True`` treats gold answers as CuratedTREC patterns.
+    """
+    from ragmix.generation.rag import RAG
+
+    if not examples:
+        raise BadInputError("no questions to evaluate")
+    ks = sorted({*recall_ks, k})
+    if ks[0] < 1:
+        raise BadInputError(f"recall ks must be >= 1, got {ks[0]}")
+    recorder = _Recorder(searcher, max(ks))
+    rag = None if generator is None else RAG(recorder, generator, k=k, mode=mode,
+                                             max_new_tokens=max_new_tokens)
+    stage = f"answering ({mode})" if rag else f"retrieving ({mode})"
+    if progress is not None:
+        progress.start(stage, len(examples))
+    results = []
+    for ex in examples:
+        prediction = em = f1_score = gen_s = None
+        if rag is None:
+            recorder.search(ex.question, max(ks), mode=mode)
+        else:
+            began = time.perf_counter()
+            prediction = strip_citations(rag.ask(ex.question).text)
+            gen_s = time.perf_counter() - began - recorder.seconds
+            em = (regex_match if regex else exact_match)(prediction, ex.answers)
+            f1_score = None if regex else f1(prediction, ex.answers)
+        texts = [h.text for h in recorder.hits]
+        recall = {f"answer_recall@{n}":
+                  float(answer_in_passages(ex.answers, texts[:n], regex=regex)) for n in ks}
+        results.append(QAResult(ex.id, ex.question, ex.answers, prediction, em, f1_score, recall,
+                                recorder.seconds, gen_s))
+        if progress is not None:
+            progress.advance(stage)
+    return QAReport(_means(results), tuple(results))
+
+
+def _means(results: Sequence[QAResult]) -> dict[str, float]:
+    metrics = {name: float(np.mean([r.answer_recall[name] for r in results]))
+               for name in results[0].answer_recall}
+    for name in ("em", "f1"):
+        values = [getattr(r, name) for r in results if getattr(r, name) is not None]
+        if values:
+            metrics[name] = float(np.mean(values))
+    metrics["retrieval_ms"] = latency_summary(r.retrieval_s for r in results)["mean"]
+    generation = [r.generation_s for r in results if r.generation_s is not None]
+    if generation:
+        metrics["s_per_question"] = float(np.mean(
+            [r.retrieval_s + r.generation_s for r in results if r.generation_s is not None]))
+    return metrics

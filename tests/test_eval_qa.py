@@ -1,0 +1,142 @@
+"""QA evaluation: evaluate_qa with a scripted generator, and `ragmix eval qa` end to end."""
+
+from __future__ import annotations
+
+import doctest
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import ragmix.evaluation.datasets
+import ragmix.evaluation.qa_metrics
+import ragmix.evaluation.retrieval_metrics
+import ragmix.evaluation.run_qa
+import ragmix.evaluation.run_retrieval
+from ragmix.cli.eval_cmd import eval_group
+from ragmix.cli.main import cli
+from ragmix.errors import BadInputError
+from ragmix.evaluation.datasets import QAExample
+from ragmix.evaluation.run_qa import evaluate_qa, sample_questions, strip_citations
+from ragmix.types import Hit
+
+from test_eval_cli import write_beir
+
+if "eval" not in cli.commands:  # until cli/main.py registers it
+    cli.add_command(eval_group)
+
+PASSAGES = ["The capital of France is Paris.", "Berlin is in Germany.", "Rome is old.",
+            "Madrid hosts the Prado."]
+
+
+class _Searcher:
+    def __init__(self) -> None:
+        self.depths = []
+
+    def search(self, query: str, k: int, *, mode: str) -> list[Hit]:
+        self.depths.append(k)
+        return [Hit(i, f"d{i}", text, 1.0 / (i + 1), 0.0, i + 1)
+                for i, text in enumerate(PASSAGES[:k])]
+
+
+class _Generator:
+    """Answers with a scripted text per question, citing passage 1."""
+
+    name = "scripted"
+
+    def __init__(self, answers: dict[str, str]) -> None:
+        self.answers = answers
+
+    def generate(self, prompt: str, *, max_new_tokens: int = 256, on_token=None) -> str:
+        question = prompt.rsplit("Question: ", 1)[1]
+        return self.answers[question]
+
+    def token_logprobs(self, prompts, continuations):
+        raise NotImplementedError
+
+
+EXAMPLES = [QAExample("1", "capital of France?", ("Paris",)),
+            QAExample("2", "where is Berlin?", ("Germany",)),
+            QAExample("3", "what is in Madrid?", ("the Prado museum",))]
+
+
+def test_evaluate_qa_scores_answers_and_recall() -> None:
+    gen = _Generator({"capital of France?": "Paris [1].", "where is Berlin?": "In Europe [2]",
+                      "what is in Madrid?": "the Prado [4]"})
+    searcher = _Searcher()
+    report = evaluate_qa(searcher, gen, EXAMPLES, mode="bm25", k=2, recall_ks=(1, 4))
+    assert searcher.depths == [4, 4, 4]  # one search per question, as deep as the largest k
+    by_id = {r.id: r for r in report.results}
+    assert by_id["1"].prediction == "Paris ." and by_id["1"].em == 1.0  # citation stripped
+    assert by_id["2"].em == 0.0 and by_id["2"].f1 == 0.0
+    # "prado" vs "prado museum": P = 1, R = 1/2 -> F1 = 2/3
+    assert by_id["3"].f1 == pytest.approx(2 / 3)
+    # answers found: Paris in passage 1; Germany in passage 2; "prado museum" in none
+    assert by_id["1"].answer_recall == {"answer_recall@1": 1.0, "answer_recall@2": 1.0,
+                                        "answer_recall@4": 1.0}
+    assert by_id["2"].answer_recall["answer_recall@1"] == 0.0
+    assert by_id["2"].answer_recall["answer_recall@2"] == 1.0
+    assert report.metrics["em"] == pytest.approx(1 / 3)
+    assert report.metrics["f1"] == pytest.approx((1 + 0 + 2 / 3) / 3)
+    assert report.metrics["answer_recall@2"] == pytest.approx(2 / 3)
+    assert report.metrics["s_per_question"] >= 0 and "retrieval_ms" in report.metrics
+    assert json.dumps(report.to_dict())  # JSON-ready
+
+
+def test_evaluate_qa_without_generator_and_with_regex() -> None:
+    report = evaluate_qa(_Searcher(), None, [QAExample("1", "q?", (r"Pa(ris)?",))], mode="dense",
+                         k=1, recall_ks=(1,), regex=True)
+    assert report.metrics == {"answer_recall@1": 1.0, "retrieval_ms": pytest.approx(
+        report.metrics["retrieval_ms"])}
+    assert report.results[0].prediction is None and report.results[0].em is None
+    regex = evaluate_qa(_Searcher(), _Generator({"q?": "Paris, France"}),
+                        [QAExample("1", "q?", (r"paris",))], mode="bm25", k=1, regex=True)
+    assert regex.metrics["em"] == 1.0 and "f1" not in regex.metrics
+    with pytest.raises(BadInputError, match="no questions"):
+        evaluate_qa(_Searcher(), None, [], mode="bm25")
+
+
+def test_sampling_is_seeded_and_keeps_file_order() -> None:
+    examples = [QAExample(str(i), f"q{i}?", ("a",)) for i in range(50)]
+    first = sample_questions(examples, 10, seed=1)
+    assert first == sample_questions(examples, 10, seed=1) != sample_questions(examples, 10, seed=2)
+    assert [int(e.id) for e in first] == sorted(int(e.id) for e in first)
+    assert sample_questions(examples, None, seed=0) == examples
+
+
+def test_strip_citations() -> None:
+    assert strip_citations("Paris [1][2] and [1, 3].") == "Paris and ."
+    assert strip_citations("no citation") == "no citation"
+
+
+def test_eval_qa_cli_answer_recall(tmp_path: Path) -> None:
+    beir = write_beir(tmp_path / "tiny")
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("\n".join(json.dumps(q) for q in [
+        {"question": "what flows from a volcano crater?", "answer": ["lava"]},
+        {"question": "what pulls the ocean tides?", "answers": ["the moon"]},
+        {"question": "what do canopy trees hold?", "answer": "rain"},
+    ]) + "\n")
+    runner = CliRunner()
+    out = tmp_path / "out"
+    result = runner.invoke(cli, ["eval", "qa", "--questions", str(questions), "--corpus",
+                                 str(beir / "corpus.jsonl"), "--encoder", "hashing-1024",
+                                 "--no-generate", "-m", "bm25", "--limit", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "results.json").read_text())
+    assert data["task"] == "qa" and data["data"]["n_questions"] == 2
+    assert data["modes"]["bm25"]["metrics"]["answer_recall@5"] == 1.0
+    assert (out / "report.md").read_text().startswith("# ragmix QA evaluation")
+    nothing = runner.invoke(cli, ["eval", "qa", "--questions", str(questions), "--no-generate"])
+    assert nothing.exit_code == 2 and "--collection DIR, --corpus FILE" in nothing.output
+
+
+@pytest.mark.parametrize("module", [
+    ragmix.evaluation, ragmix.evaluation.datasets, ragmix.evaluation.qa_metrics, ragmix.evaluation.retrieval_metrics,
+    ragmix.evaluation.run_qa, ragmix.evaluation.run_retrieval,
+])
+def test_docstring_examples(module) -> None:
+    """The worked examples in the docstrings are true."""
+    failures, _ = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert failures == 0
