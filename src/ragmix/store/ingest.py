@@ -79,6 +79,8 @@ def ingest(
     added = sum(1 for doc_id in todo if doc_id not in known)
     n_chunks = sum(len(chunks) for _, chunks in todo.values())
     if todo:
+        if progress is not None:  # loading a model can take seconds: say so
+            progress.start("loading encoder", None)
         _embed_and_commit(list(todo.values()), store, encoder(), n_chunks, progress,
                           commit_chunks)
     return IndexReport(
