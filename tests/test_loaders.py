@@ -138,10 +138,11 @@ def test_beir_jsonl_rows_become_documents_and_bad_rows_are_skipped(tmp_path: Pat
     docs, skipped = load(corpus)
     assert sorted(docs) == ["4", "d1", "d2"]
     d1 = docs["d1"]
-    assert (d1.title, d1.text, d1.source) == ("First", "Alpha text.", key(corpus))
+    # the title leads the text, as BEIR indexes it
+    assert (d1.title, d1.text, d1.source) == ("First", "First\n\nAlpha text.", key(corpus))
     assert d1.mtime == os.stat(corpus).st_mtime
-    assert d1.content_hash == hashlib.sha256(b"Alpha text.").hexdigest()
-    assert docs["d2"].title == ""
+    assert d1.content_hash == hashlib.sha256(b"First\n\nAlpha text.").hexdigest()
+    assert (docs["d2"].title, docs["d2"].text) == ("", "Beta text.")
     src = key(corpus)
     assert skipped[f"{src}:3"].startswith("bad JSON")
     assert skipped[f"{src}:5"].startswith("missing _id")

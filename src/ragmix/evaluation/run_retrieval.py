@@ -106,13 +106,20 @@ def evaluate_retrieval(
     return evaluate_run(run, qrels, ks, latency_s=latency)
 
 
+# BEIR judges whole documents, so benchmark collections keep documents whole up to
+# 512 words (MiniLM reads the first 256 word pieces, as on MTEB). On SciFact BM25
+# nDCG@10: 0.661 with 100-word passages, 0.680 with 512 (both with titles).
+EVAL_CHUNK_WORDS = 512
+
+
 def index_corpus(
     directory: str | Path, corpus: str | Path, *, encoder: str | None = None,
     progress: Progress | None = None,
 ) -> tuple[Collection, IndexReport]:
     """Open the collection in ``directory`` holding ``corpus``, indexing what it lacks.
 
-    A missing collection is created (with ``encoder``, default MiniLM); an
+    A missing collection is created (with ``encoder``, default MiniLM, and
+    documents cut only past ``EVAL_CHUNK_WORDS`` words); an
     existing one is brought up to date incrementally, so an interrupted build
     resumes. ``encoder``, if given, must be the one an existing collection was
     built with. A collection that also holds other documents is refused: its
@@ -121,7 +128,11 @@ def index_corpus(
     """
     from ragmix.store import Collection
 
-    options = {} if encoder is None else {"encoder": encoder}
+    from ragmix.chunking import make_chunker
+
+    options = {"chunker": make_chunker("words", size=EVAL_CHUNK_WORDS)}
+    if encoder is not None:
+        options["encoder"] = encoder
     col = Collection.open_or_create(directory, **options)
     try:
         report = col.add([corpus], progress=progress)
