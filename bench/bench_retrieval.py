@@ -1,8 +1,9 @@
 """Retrieval quality on SciFact (BEIR test split), every mode, beside the published figures.
 
-    .venv/bin/python bench/bench_retrieval.py [--data ../shared/data/scifact] [--encoder minilm-int8]
+    .venv/bin/python bench/bench_retrieval.py [--data ../shared/data/scifact] [--encoder minilm]
 
-Writes bench/results/retrieval_scifact.json as
+Writes bench/results/retrieval_scifact.json (retrieval_scifact_minilm_int8.json
+for ``--encoder minilm-int8``) as
 {"MODE": {"ndcg@10", "recall@20", "recall@100", "mrr@10"}}. The collection is
 built once (documents whole up to 512 words, title + text) under bench/.work/
 and reused. SQuAD-open comes next (issue 3).
@@ -48,7 +49,7 @@ class _Fused:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA / "scifact")
-    parser.add_argument("--encoder", default="minilm-int8")
+    parser.add_argument("--encoder", default="minilm")
     args = parser.parse_args()
     split = load_beir(require_data(args.data), "test")
     work = ROOT / "bench" / ".work" / f"retrieval-scifact-{canonical_name(args.encoder)}"
@@ -59,7 +60,9 @@ def main() -> None:
             report = evaluate_retrieval(_Fused(col, fusion), split.queries, split.qrels, mode=mode)
             result[name] = {key: round(report.metrics[key], 4) for key in KEYS}
             print(f"{name:<16}" + "".join(f"{key} {result[name][key]:.4f}  " for key in KEYS))
-    path = write_result("retrieval_scifact.json", {
+    # the default encoder's figures are the headline; others get their own file
+    suffix = "" if canonical_name(args.encoder) == "all-MiniLM-L6-v2" else "_" + args.encoder
+    path = write_result(f"retrieval_scifact{suffix.replace('-', '_')}.json", {
         **result, "encoder": canonical_name(args.encoder), "queries": len(split.qrels),
         "published": PUBLISHED})
     print(f"wrote {path}")
