@@ -19,16 +19,13 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from ragmix.cli.options import MODES, fusion_option
+
 err = Console(stderr=True)
 out = Console()
 
-MODES = ("dense", "bm25", "hybrid")
-
 mode_option = click.option("--mode", "-m", "modes", type=click.Choice(MODES), multiple=True,
                            help="Retrieval mode; repeat to compare several.")
-fusion_option = click.option(
-    "--fusion", type=click.Choice(["rrf", "weighted"]), default="rrf", show_default=True,
-    help="Hybrid fusion: Reciprocal Rank Fusion or min-max weighted.")
 encoder_option = click.option(
     "--encoder", default="minilm", show_default=True,
     help="minilm, hashing-DIM or a local folder; used when the collection is built.")
@@ -142,7 +139,11 @@ def retrieval(data_dir, split, corpus, queries, qrels, modes, fusion, collection
     from ragmix.cli.progress import RichProgress
     from ragmix.evaluation.datasets import judged_queries, load_qrels, load_queries
     from ragmix.evaluation.report import (
-        RETRIEVAL_COLUMNS, retrieval_markdown, retrieval_results, run_info, write_report,
+        RETRIEVAL_COLUMNS,
+        retrieval_markdown,
+        retrieval_results,
+        run_info,
+        write_report,
     )
     from ragmix.evaluation.retrieval_metrics import latency_summary
     from ragmix.evaluation.run_retrieval import CHUNKS_PER_DOC, evaluate_retrieval

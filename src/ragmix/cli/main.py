@@ -18,6 +18,7 @@ import click
 from rich.console import Console
 
 from ragmix._offline import set_offline_defaults
+from ragmix.cli.options import CHUNKER_NAMES, INDEX_KINDS, MODES, fusion_option
 from ragmix.errors import RagmixError
 
 set_offline_defaults()
@@ -30,15 +31,11 @@ collection_option = click.option(
     show_default=True, type=click.Path(file_okay=False), help="Collection directory ($RAGMIX_COLLECTION).",
 )
 mode_option = click.option(
-    "--mode", "-m", type=click.Choice(["dense", "bm25", "hybrid"]), default="hybrid",
+    "--mode", "-m", type=click.Choice(MODES), default="hybrid",
     show_default=True, help="Retrieval mode.",
 )
 k_option = click.option("-k", "--top-k", "k", type=click.IntRange(min=1), default=5,
                         show_default=True, help="Number of passages.")
-fusion_option = click.option(
-    "--fusion", type=click.Choice(["rrf", "weighted"]), default="rrf", show_default=True,
-    help="Hybrid fusion: Reciprocal Rank Fusion (k=60) or min-max weighted scores.",
-)
 source_option = click.option("--source", default=None,
                              help="Only passages whose document path or id matches this glob.")
 
@@ -91,12 +88,12 @@ def _open(collection_dir: str):
 @collection_option
 @click.option("--encoder", default="minilm", show_default=True,
               help="minilm, minilm-int8 (ONNX, faster), hashing-DIM, or a local sentence-transformers folder.")
-@click.option("--chunker", type=click.Choice(["words", "chars", "recursive"]), default="words",
+@click.option("--chunker", type=click.Choice(CHUNKER_NAMES), default="words",
               show_default=True, help="words: the paper's disjoint 100-word passages.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=None,
               help="Words (words), characters (chars) or max characters (recursive).")
 @click.option("--overlap", type=click.IntRange(min=0), default=None, help="Overlap (words/chars).")
-@click.option("--index", "index_kind", type=click.Choice(["flat", "hnsw", "ivf", "ivfpq"]),
+@click.option("--index", "index_kind", type=click.Choice(INDEX_KINDS),
               default="flat", show_default=True, help="FAISS index type (new collections).")
 @click.option("--index-option", "index_options", multiple=True, metavar="KEY=VALUE",
               help="FAISS knob for a new collection, repeatable: M, ef_construction, ef_search "

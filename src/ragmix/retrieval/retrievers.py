@@ -13,6 +13,7 @@ from ragmix.index.base import VectorIndex
 from ragmix.retrieval.fusion import reciprocal_rank_fusion, weighted_fusion
 from ragmix.types import ScoredId
 
+MODES = ("dense", "bm25", "hybrid")
 FUSIONS = ("rrf", "weighted")
 
 

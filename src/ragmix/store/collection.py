@@ -19,8 +19,8 @@ from __future__ import annotations
 import fcntl
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
-from functools import partial
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +33,19 @@ from ragmix.encoders.base import Encoder
 from ragmix.errors import BadInputError, CollectionError, EncoderMismatchError
 from ragmix.index import INDEX_KINDS
 from ragmix.retrieval.fusion import softmax_probs
-from ragmix.retrieval.retrievers import BM25Retriever, DenseRetriever, HybridRetriever, Retriever
+from ragmix.retrieval.retrievers import (
+    MODES,
+    BM25Retriever,
+    DenseRetriever,
+    HybridRetriever,
+    Retriever,
+)
 from ragmix.store.ingest import COMMIT_CHUNKS, IndexReport, Progress, ingest
 from ragmix.store.manifest import MANIFEST_NAME, Manifest
 from ragmix.store.sqlite_store import DocumentRow, SqliteStore
 from ragmix.store.views import Views
 from ragmix.types import Document, Hit, ScoredId, Skipped
 
-MODES = ("dense", "bm25", "hybrid")
 # Index kinds whose scores come from compressed codes; their dense hits are re-scored
 # exactly with the embeddings kept in SQLite.
 REFINED_KINDS = ("ivfpq",)
