@@ -72,6 +72,10 @@ def test_eval_retrieval_end_to_end(tmp_path: Path, beir: Path) -> None:
     assert data["collection"]["documents"] == 5 and data["collection"]["chunks"] == 7  # d5: 3 (1,051 words, cut every 512)
     report = (out / "report.md").read_text()
     assert report.startswith("# ragmix retrieval evaluation") and "| bm25 | 1.0000 |" in report
+    # the plots are real PNGs, and the report shows them
+    for png in ("recall_at_k.png", "latency.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({png})" in report
 
 
 def test_data_dir_reuses_the_collection(tmp_path: Path, beir: Path) -> None:

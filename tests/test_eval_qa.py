@@ -128,6 +128,7 @@ def test_eval_qa_cli_answer_recall(tmp_path: Path) -> None:
     assert data["task"] == "qa" and data["data"]["n_questions"] == 2
     assert data["modes"]["bm25"]["metrics"]["answer_recall@5"] == 1.0
     assert (out / "report.md").read_text().startswith("# ragmix QA evaluation")
+    assert (out / "recall_at_k.png").stat().st_size > 0 and (out / "latency.png").exists()
     nothing = runner.invoke(cli, ["eval", "qa", "--questions", str(questions), "--no-generate"])
     assert nothing.exit_code == 2 and "--collection DIR, --corpus FILE" in nothing.output
 

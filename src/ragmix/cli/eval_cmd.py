@@ -131,7 +131,8 @@ def retrieval(data_dir, split, corpus, queries, qrels, modes, fusion, collection
     """nDCG@10, MRR@10 and recall@1/5/10/20/100 of each mode (default: all) on BEIR data.
 
     Documents are ranked at their best chunk; the numbers match trec_eval's.
-    Writes OUT/results.json (with per-query values) and OUT/report.md.
+    Writes OUT/results.json (with per-query values), OUT/report.md, and the
+    plots OUT/recall_at_k.png and OUT/latency.png.
 
     \b
     ragmix eval retrieval --data-dir ../shared/data/scifact --mode bm25
@@ -175,13 +176,37 @@ def retrieval(data_dir, split, corpus, queries, qrels, modes, fusion, collection
         "settings": {"k": 100, "chunk_depth": 100 * CHUNKS_PER_DOC, "fusion": fusion,
                      "pooling": "max over chunks"},
     }
+    plots = _write_plots(out_dir, {mode: r.metrics for mode, r in reports.items()},
+                         {mode: r.latency_s.values() for mode, r in reports.items()},
+                         prefix="recall", what="query (search only)")
     results_path, report_path = write_report(
-        out_dir, retrieval_results(reports, meta), retrieval_markdown(reports, meta))
+        out_dir, retrieval_results(reports, meta), retrieval_markdown(reports, meta) + plots)
     rows = {mode: {**r.metrics, "ms/q": latency_summary(r.latency_s.values())["mean"]}
             for mode, r in reports.items()}
     out.print(metrics_table(rows, RETRIEVAL_COLUMNS,
                             title=f"{len(judgements)} queries, {info['documents']} documents"))
     err.print(f"wrote {results_path} and {report_path}")
+
+
+def _write_plots(out_dir, metrics_by_mode, seconds_by_mode, *, prefix: str, what: str) -> str:
+    """Draw recall_at_k.png and latency.png into OUT; return the report's Markdown for them.
+
+    Without matplotlib the plots are skipped with a note: the numbers matter more.
+    """
+    from ragmix.errors import MissingExtraError
+    from ragmix.evaluation.plots import LATENCY_PNG, RECALL_PNG, plot_latency_histogram, \
+        plot_recall_curves
+
+    try:
+        label = "answer recall@k" if prefix == "answer_recall" else "recall@k"
+        plot_recall_curves(metrics_by_mode, Path(out_dir) / RECALL_PNG, prefix=prefix,
+                           title=label, ylabel=label)
+        plot_latency_histogram(seconds_by_mode, Path(out_dir) / LATENCY_PNG,
+                               title=f"Latency per {what}")
+    except MissingExtraError as exc:
+        err.print(f"[yellow]no plots:[/] {exc}")
+        return ""
+    return f"## Plots\n\n![{label}]({RECALL_PNG})\n\n![latency]({LATENCY_PNG})\n"
 
 
 class _FusionSearcher:
@@ -259,8 +284,13 @@ def qa(questions, collection_dir, corpus, encoder, modes, fusion, k, limit, seed
             "collection": _collection_meta(col_dir, info),
             "settings": {"k": k, "fusion": fusion, "max_new_tokens": max_new_tokens,
                          "generator": None if no_generate else generator}}
+    plots = _write_plots(out_dir, {mode: r.metrics for mode, r in reports.items()},
+                         {mode: [q.retrieval_s + (q.generation_s or 0.0) for q in r.results]
+                          for mode, r in reports.items()},
+                         prefix="answer_recall",
+                         what="question (retrieval only)" if no_generate else "question")
     results_path, report_path = write_report(
-        out_dir, qa_results(reports, meta), qa_markdown(reports, meta))
+        out_dir, qa_results(reports, meta), qa_markdown(reports, meta) + plots)
     names = list(dict.fromkeys(n for r in reports.values() for n in r.metrics))
     table = Table(title=f"{len(examples)} questions", title_justify="left", box=box.SIMPLE_HEAD,
                   pad_edge=False, padding=(0, 1, 0, 0))
