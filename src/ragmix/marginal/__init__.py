@@ -1,0 +1,5 @@
+"""The paper's generator: the retrieved passage as a latent variable (RAG-Sequence, RAG-Token).
+
+``math`` holds the marginals and losses as pure functions; the scoring and
+decoding modules run them on a Hugging Face model.
+"""
