@@ -1,12 +1,8 @@
-"""Tensor helpers for teacher-forced scoring: padding and picking log-probabilities."""
+"""Padding id lists into batches for teacher-forced scoring."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
-
-from ragmix._extras import require
 
 
 def pad(
@@ -28,11 +24,3 @@ def pad(
         mask[row, start : start + len(seq)] = 1
         offsets.append(start)
     return ids, mask, offsets
-
-
-def gather_logprobs(logits: Any, targets: list[int]) -> np.ndarray:
-    """log_softmax(logits)[i, targets[i]] for each row, as float64: (T, V), (T,) -> (T,)."""
-    torch = require("torch", "models")
-    logprobs = logits.float().log_softmax(-1)  # (T, V)
-    picked = logprobs.gather(-1, torch.tensor(targets)[:, None]).squeeze(-1)  # (T,)
-    return picked.numpy().astype(np.float64)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import numpy as np
 
 from ragmix._extras import require
 from ragmix.errors import BadInputError
-from ragmix.generation._batching import gather_logprobs, pad
+from ragmix.generation._batching import pad
 from ragmix.generation._special_tokens import first_id, stop_ids
 from ragmix.generation._stream import TextStream
 
@@ -139,6 +140,40 @@ class HFGenerator:
         return value if isinstance(value, int) and 0 < value < 1_000_000 else None
 
     @property
+    def pad_id(self) -> int:
+        """The id padded positions hold (they are masked out, so any valid id would do)."""
+        return self._pad_id
+
+    @property
+    def decoder_prefix(self) -> list[int]:
+        """Seq2seq decoders' start tokens (decoder start, forced BOS); empty for causal models."""
+        return list(self._decoder_prefix)
+
+    @property
+    def forward_params(self) -> frozenset[str]:
+        """Names the model's ``forward`` accepts (``position_ids``, ``logits_to_keep``, ...)."""
+        return frozenset(self._forward_params)
+
+    @property
+    def end_token_id(self) -> int | None:
+        """The token that ends an answer: EOS, or the chat template's end of turn."""
+        eos = self.tokenizer.eos_token_id
+        if eos is not None and eos in self._stop_ids:
+            return int(eos)
+        return min(self._stop_ids) if self._stop_ids else None
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        """``prompt`` as the model reads it (chat-wrapped when the model has a template)."""
+        return self._encode_prompt(prompt)
+
+    def encode_answer(self, text: str) -> list[int]:
+        """Answer text as tokens, without special tokens (the end token is not added)."""
+        return self._encode_continuation(text)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._decode(ids)
+
+    @property
     def stop_token_ids(self) -> frozenset[int]:
         """Token ids that end an answer: EOS, plus the chat template's end of turn."""
         return self._stop_ids
@@ -211,11 +246,10 @@ class HFGenerator:
             (i for i, c in enumerate(cont_ids) if c),
             key=lambda i: len(prompt_ids[i]) + len(cont_ids[i]),
         )
-        score = self._score_seq2seq if self.is_encoder_decoder else self._score_causal
         with torch.inference_mode():
             for start in range(0, len(todo), self.batch_size):
                 batch = todo[start : start + self.batch_size]
-                scores = score([prompt_ids[i] for i in batch], [cont_ids[i] for i in batch])
+                scores = self._score([prompt_ids[i] for i in batch], [cont_ids[i] for i in batch])
                 for i, row in zip(batch, scores):
                     results[i] = row
         return results
@@ -314,14 +348,48 @@ class HFGenerator:
 
     # -- teacher-forced scoring --------------------------------------------------
 
-    def _score_causal(
-        self, prompts: list[list[int]], conts: list[list[int]]
-    ) -> list[np.ndarray]:
+    def score_ids(
+        self, prompts: Sequence[Sequence[int]], conts: Sequence[Sequence[int]], *,
+        full: bool = False, left: bool | None = None, decoder_prefix: Sequence[int] | None = None,
+    ) -> ForcedScores:
+        """Teacher-forced log p(c_t | prompt, c_<t) of each continuation, in one forward pass.
+
+        Rows are padded to the longest continuation: ``token_lp`` (N, T),
+        ``mask`` (N, T), and with ``full=True`` every vocabulary entry,
+        ``full_lp`` (N, T, V). Gradients flow if the caller enables them
+        (training); wrap in ``torch.inference_mode()`` otherwise. ``left``
+        pads causal prompts on the left (default: the tokenizer's side; both
+        give the same numbers). ``decoder_prefix`` replaces a seq2seq model's
+        decoder start tokens (e.g. to score the way Hugging Face's RAG does).
+        """
+        if not conts or any(not c for c in conts):
+            raise BadInputError("every continuation needs at least one token")
+        if self.is_encoder_decoder:
+            prefix = self._decoder_prefix if decoder_prefix is None else list(decoder_prefix)
+            logits, first = self._seq2seq_logits(prompts, conts, prefix)
+        else:
+            logits, first = self._causal_logits(prompts, conts, left)
         torch = require("torch", "models")
-        seqs = [p + c for p, c in zip(prompts, conts)]
-        left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        width = max(len(c) for c in conts)
+        rows = torch.arange(width)  # (T,)
+        pos = torch.tensor(first)[:, None] + rows[None, :]  # (N, T)
+        lengths = torch.tensor([len(c) for c in conts])
+        mask = rows[None, :] < lengths[:, None]  # (N, T)
+        pos = pos.clamp(max=logits.shape[1] - 1)
+        picked = logits.gather(1, pos[:, :, None].expand(-1, -1, logits.shape[-1]))  # (N, T, V)
+        logprobs = picked.float().log_softmax(-1)
+        targets = torch.tensor([list(c) + [0] * (width - len(c)) for c in conts])  # (N, T)
+        token_lp = logprobs.gather(-1, targets[:, :, None]).squeeze(-1).masked_fill(~mask, 0.0)
+        return ForcedScores(token_lp, mask, logprobs if full else None)
+
+    def _causal_logits(self, prompts, conts, left: bool | None):
+        """Logits over the continuation span: (N, L', V), and where each row's span starts."""
+        torch = require("torch", "models")
+        seqs = [list(p) + list(c) for p, c in zip(prompts, conts)]
+        if left is None:
+            left = getattr(self.tokenizer, "padding_side", "right") == "left"
         ids_np, mask_np, offsets = pad(seqs, self._pad_id, left=left)
-        ids, mask = torch.from_numpy(ids_np), torch.from_numpy(mask_np)  # (B, L), (B, L)
+        ids, mask = torch.from_numpy(ids_np), torch.from_numpy(mask_np)  # (N, L), (N, L)
         width = ids.shape[1]
         # The logit at position t predicts token t + 1, so continuation token 0
         # of row b is predicted at offset + len(prompt) - 1.
@@ -329,41 +397,45 @@ class HFGenerator:
         kwargs: dict[str, Any] = {}
         if "position_ids" in self._forward_params:
             # Count real tokens only, so left padding does not shift positions.
-            kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, L)
+            kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)  # (N, L)
         base = 0
         if "logits_to_keep" in self._forward_params:
-            # Skip the vocabulary projection over prompt positions: (B, L, V)
+            # Skip the vocabulary projection over prompt positions: (N, L, V)
             # for a long RAG prompt would take gigabytes.
             base = min(first)
             kwargs["logits_to_keep"] = width - base
-        out = self.model(input_ids=ids, attention_mask=mask, use_cache=False, **kwargs)
-        logits = out.logits  # (B, L - base, V)
-        return [
-            gather_logprobs(logits[b, first[b] - base : first[b] - base + len(c)], c)
-            for b, c in enumerate(conts)
-        ]
+        logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False, **kwargs).logits
+        return logits, [f - base for f in first]
 
-    def _score_seq2seq(
-        self, prompts: list[list[int]], conts: list[list[int]]
-    ) -> list[np.ndarray]:
+    def _seq2seq_logits(self, prompts, conts, prefix: list[int]):
         torch = require("torch", "models")
-        prefix = self._decoder_prefix
         # Right padding on both sides: learned position embeddings (BART)
         # take no position_ids, so a left pad would shift every position.
-        enc_ids, enc_mask, _ = pad(prompts, self._pad_id, left=False)  # (B, P)
-        dec_inputs = [prefix + c[:-1] for c in conts]
-        dec_ids, dec_mask, _ = pad(dec_inputs, self._pad_id, left=False)  # (B, T')
+        enc_ids, enc_mask, _ = pad([list(p) for p in prompts], self._pad_id, left=False)  # (N, P)
+        dec_inputs = [prefix + list(c)[:-1] for c in conts]
+        dec_ids, dec_mask, _ = pad(dec_inputs, self._pad_id, left=False)  # (N, T')
         logits = self.model(
             input_ids=torch.from_numpy(enc_ids),
             attention_mask=torch.from_numpy(enc_mask),
             decoder_input_ids=torch.from_numpy(dec_ids),
             decoder_attention_mask=torch.from_numpy(dec_mask),
             use_cache=False,
-        ).logits  # (B, T', V)
-        first = len(prefix) - 1
-        return [
-            gather_logprobs(logits[b, first : first + len(c)], c) for b, c in enumerate(conts)
-        ]
+        ).logits  # (N, T', V)
+        return logits, [len(prefix) - 1] * len(conts)
+
+    def _score(self, prompts: list[list[int]], conts: list[list[int]]) -> list[np.ndarray]:
+        scores = self.score_ids(prompts, conts)
+        token_lp = scores.token_lp.double().numpy()
+        return [token_lp[b, : len(c)].copy() for b, c in enumerate(conts)]
+
+
+@dataclass(frozen=True)
+class ForcedScores:
+    """Teacher-forced log-probabilities of N padded continuations (see ``score_ids``)."""
+
+    token_lp: Any  # torch.Tensor (N, T), 0 at padding
+    mask: Any  # torch.Tensor (N, T) bool
+    full_lp: Any = None  # torch.Tensor (N, T, V) when asked for
 
 
 def is_looping(tokens: Sequence[int], *, window: int = 16, times: int = 3) -> bool:
