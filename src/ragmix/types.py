@@ -69,16 +69,36 @@ class Hit:
 
 @dataclass(frozen=True)
 class Answer:
-    """A generated answer, the passages it was given, and the ones it cited."""
+    """A generated answer, the passages it was given, and where it came from.
+
+    "stuff" answers cite passages as [n] (``cited``). RAG-Sequence and
+    RAG-Token answers (Lewis et al., 2020) carry the retriever prior p(z|x)
+    and the posterior p(z|x,y) over ``hits``, and RAG-Token answers also the
+    per-token posterior p(z_i | x, y_<=i): which passage each answer token
+    leaned on (``tokens[i]`` with ``token_posteriors[i]``, one value per hit).
+    """
 
     question: str
     text: str
     hits: tuple[Hit, ...]
     cited: tuple[int, ...] = field(default=())  # 1-based passage numbers found in text
+    mode: str = "stuff"  # stuff | rag-sequence | rag-token
+    logprob: float | None = None  # log p(y|x) under the mode's marginal
+    prior: tuple[float, ...] = field(default=())  # p(z|x) per hit
+    posterior: tuple[float, ...] = field(default=())  # p(z|x,y) per hit
+    tokens: tuple[str, ...] = field(default=())  # the answer's tokens as text
+    token_posteriors: tuple[tuple[float, ...], ...] = field(default=())  # (T, K)
 
     @property
     def sources(self) -> tuple[Hit, ...]:
-        """The cited hits, in citation order; all hits if the answer cites none."""
+        """The hits behind the answer, best first.
+
+        By posterior p(z|x,y) when the answer has one; otherwise the cited
+        hits in citation order, or all hits if the answer cites none.
+        """
+        if self.posterior:
+            order = sorted(range(len(self.hits)), key=lambda i: -self.posterior[i])
+            return tuple(self.hits[i] for i in order)
         if not self.cited:
             return self.hits
         return tuple(self.hits[n - 1] for n in self.cited if 0 < n <= len(self.hits))

@@ -49,6 +49,26 @@ def build_prompt(
     return f"{INSTRUCTION}\n\n{passages}\n\nQuestion: {question}"
 
 
+PASSAGE_INSTRUCTION = "Answer the question in a few words, using the passage."
+
+
+def build_passage_prompt(question: str, hit: Hit) -> str:
+    """The prompt for one (question, passage) pair, as RAG-Sequence and RAG-Token read it.
+
+    >>> hit = Hit(chunk_id=0, doc_id="d", text="Paris is the capital.", score=1.0,
+    ...           prob=1.0, rank=1, title="France")
+    >>> print(build_passage_prompt("What is the capital of France?", hit))
+    Answer the question in a few words, using the passage.
+    <BLANKLINE>
+    Passage: (France) Paris is the capital.
+    <BLANKLINE>
+    Question: What is the capital of France?
+    """
+    question = " ".join(question.split())
+    passage = _format_passage(0, hit, None).split(" ", 1)[1]  # without the [n] label
+    return f"{PASSAGE_INSTRUCTION}\n\nPassage: {passage}\n\nQuestion: {question}"
+
+
 def _format_passage(number: int, hit: Hit, max_chars: int | None) -> str:
     # One line per passage: newlines inside a passage read as a new passage.
     text = " ".join(hit.text.split())

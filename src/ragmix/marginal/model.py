@@ -1,0 +1,119 @@
+"""Question answering the paper's way: retrieve K passages, decode over their mixture.
+
+``MarginalRAG.ask`` retrieves the top-k hits, turns their scores into the
+prior p(z|x) = softmax(score / tau), builds one [passage + question] prompt
+per hit, decodes with RAG-Sequence or RAG-Token, and returns an
+:class:`~ragmix.types.Answer` with the prior, the posterior p(z|x,y) and, for
+RAG-Token (or with ``explain=True``), the per-token posteriors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ragmix._extras import require
+from ragmix.errors import BadInputError
+from ragmix.generation.prompt import build_passage_prompt
+from ragmix.generation.rag import Searcher
+from ragmix.marginal.math import doc_logprobs
+from ragmix.marginal.rag_sequence import DECODINGS, rag_sequence_decode
+from ragmix.marginal.rag_token import rag_token_decode
+from ragmix.marginal.scoring import score_passages, with_end
+from ragmix.types import Answer
+
+if TYPE_CHECKING:
+    from ragmix.generation.hf import HFGenerator
+
+MARGINAL_MODES = ("rag-sequence", "rag-token")
+
+
+class MarginalRAG:
+    """RAG-Sequence or RAG-Token over a searcher and a local Hugging Face generator.
+
+    Example::
+
+        rag = MarginalRAG(collection, load_generator(), mode="rag-token", k=5)
+        answer = rag.ask("Which index kinds does ragmix offer?", explain=True)
+        answer.text, answer.posterior, answer.token_posteriors[0]
+    """
+
+    def __init__(
+        self, retriever: Searcher, generator: HFGenerator, *, mode: str = "rag-sequence",
+        k: int = 5, retrieval: str = "hybrid", tau: float = 1.0, beams: int | None = None,
+        decoding: str = "thorough", max_new_tokens: int = 32, length_penalty: float = 0.0,
+    ) -> None:
+        if mode not in MARGINAL_MODES:
+            raise BadInputError(f"mode must be one of {MARGINAL_MODES}, got {mode!r}")
+        if decoding not in DECODINGS:
+            raise BadInputError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
+        for name, value in (("k", k), ("max_new_tokens", max_new_tokens),
+                            ("beams", 1 if beams is None else beams)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise BadInputError(f"{name} must be an integer greater than 0, got {value!r}")
+        if not tau > 0:
+            raise BadInputError(f"tau must be > 0, got {tau!r}")
+        if not hasattr(generator, "score_ids"):
+            raise BadInputError(
+                f"{mode} needs a local Hugging Face generator (HFGenerator), "
+                f"got {type(generator).__name__}")
+        self.retriever, self.generator = retriever, generator
+        self.mode, self.k, self.retrieval, self.tau = mode, k, retrieval, tau
+        # the paper decodes RAG-Token greedily (or with beams) and RAG-Sequence with beams
+        self.beams = beams if beams is not None else (1 if mode == "rag-token" else 4)
+        self.decoding, self.max_new_tokens = decoding, max_new_tokens
+        self.length_penalty = length_penalty
+
+    def ask(self, question: str, *, explain: bool = False,
+            on_token: Callable[[str], None] | None = None) -> Answer:
+        """Answer ``question``; ``on_token`` receives the whole answer once decoded."""
+        torch = require("torch", "models")
+        if not isinstance(question, str) or not question.strip():
+            raise BadInputError(f"question must be a non-empty string, got {question!r}")
+        question = question.strip()
+        hits = list(self.retriever.search(question, self.k, mode=self.retrieval))[: self.k]
+        if not hits:
+            return Answer(question, "", (), mode=self.mode)
+        gen = self.generator
+        prompts = [gen.encode_prompt(build_passage_prompt(question, h)) for h in hits]
+        scores = torch.tensor([h.score for h in hits], dtype=torch.float64)
+        doc_lp = doc_logprobs(scores, self.tau)  # (K,)
+        options = dict(max_new_tokens=self.max_new_tokens, beams=self.beams,
+                       length_penalty=self.length_penalty)
+        if self.mode == "rag-token":
+            out = rag_token_decode(gen, prompts, doc_lp, **options)
+            tokens, logprob, finished = out.best.tokens, out.best.logprob, out.best.finished
+            joint = out.joint  # (T, K)
+            per_passage = (joint - doc_lp[None]).sum(0) if len(tokens) else doc_lp * 0
+        else:
+            out = rag_sequence_decode(gen, prompts, doc_lp, decoding=self.decoding, **options)
+            tokens, logprob, finished = out.best.tokens, out.best.logprob, out.best.finished
+            per_passage, joint = out.per_passage, None  # (K,)
+        if explain and joint is None and tokens:
+            joint = self._forced_joint(prompts, tokens, finished, doc_lp)
+        posterior = (doc_lp + per_passage).softmax(-1)  # p(z | x, y)
+        text = gen.decode(tokens).strip()
+        if on_token is not None and text:
+            on_token(text)
+        per_token = () if joint is None else tuple(
+            tuple(row) for row in joint.softmax(-1).tolist())
+        return Answer(
+            question=question, text=text, hits=tuple(hits), mode=self.mode,
+            logprob=float(logprob), prior=tuple(doc_lp.exp().tolist()),
+            posterior=tuple(posterior.tolist()),
+            tokens=tuple(gen.decode([t]) for t in tokens) if per_token else (),
+            token_posteriors=per_token,
+        )
+
+    def _forced_joint(self, prompts, tokens, finished, doc_lp):
+        """RAG-Sequence's running joint log p(z|x) + log p(y_<=i | x, z): (T, K).
+
+        Its softmax over K is p(z | x, y_<=i), the posterior after i answer
+        tokens (one teacher-forced pass over the K passages).
+        """
+        torch = require("torch", "models")
+        answer = with_end(self.generator, tokens) if finished else list(tokens)
+        with torch.inference_mode():
+            scores = score_passages(self.generator, [prompts], [answer])
+        token_lp = scores.token_lp[0, :, : len(tokens)].double()  # (K, T)
+        return (doc_lp[:, None] + token_lp.cumsum(-1)).T  # (T, K)

@@ -1,0 +1,102 @@
+"""MarginalRAG: retrieval prior, decoding, posterior provenance, on a tiny random LM."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from tiny_models import minilm_tokenizer, tiny_llama, torch_fixture
+
+from ragmix.errors import BadInputError
+from ragmix.generation.prompt import build_passage_prompt
+from ragmix.marginal import math as rm
+from ragmix.marginal.model import MarginalRAG
+from ragmix.marginal.scoring import score_passages, with_end
+from ragmix.types import Hit
+
+TEXTS = ["the lake varno lies north of kelm", "paris is the capital of france",
+         "rivers and the towns that lie on their shores"]
+
+
+class FakeSearcher:
+    def __init__(self, scores=(2.0, 1.0, 0.5)) -> None:
+        self.hits = [Hit(i, f"d{i}", t, s, 0.0, i + 1) for i, (t, s) in
+                     enumerate(zip(TEXTS, scores))]
+        self.calls: list[tuple[str, int, str]] = []
+
+    def search(self, query: str, k: int, *, mode: str) -> list[Hit]:
+        self.calls.append((query, k, mode))
+        return self.hits[:k]
+
+
+@pytest.fixture(scope="module")
+def torch():
+    yield from torch_fixture()
+
+
+@pytest.fixture(scope="module")
+def gen(torch):
+    from ragmix.generation import HFGenerator
+
+    tok = minilm_tokenizer()
+    return HFGenerator(tiny_llama(torch, tok), tok, name="tiny")
+
+
+def _exact_posterior(torch, gen, hits, question, answer_tokens, finished, tau):
+    prompts = [gen.encode_prompt(build_passage_prompt(question, h)) for h in hits]
+    answer = with_end(gen, answer_tokens) if finished else list(answer_tokens)
+    with torch.inference_mode():
+        s = score_passages(gen, [prompts], [answer])
+    prior = rm.doc_logprobs(torch.tensor([h.score for h in hits], dtype=torch.float64), tau)
+    return s, prior, rm.sequence_posterior(s.token_lp.double(), s.mask, prior[None])[0].exp()
+
+
+@pytest.mark.parametrize("mode", ["rag-sequence", "rag-token"])
+def test_answers_carry_prior_posterior_and_token_posteriors(torch, gen, mode) -> None:
+    searcher = FakeSearcher()
+    rag = MarginalRAG(searcher, gen, mode=mode, k=3, retrieval="bm25", tau=2.0,
+                      max_new_tokens=5)
+    answer = rag.ask("  where is varno? ", explain=True)
+    assert searcher.calls == [("where is varno?", 3, "bm25")]
+    assert answer.mode == mode and len(answer.hits) == 3
+    want_prior = [math.exp(s / 2) for s in (2.0, 1.0, 0.5)]
+    assert answer.prior == pytest.approx([p / sum(want_prior) for p in want_prior])
+    assert sum(answer.posterior) == pytest.approx(1.0)
+    assert len(answer.tokens) == len(answer.token_posteriors) > 0
+    assert all(sum(row) == pytest.approx(1.0) for row in answer.token_posteriors)
+    assert answer.sources[0] is answer.hits[max(range(3), key=lambda i: answer.posterior[i])]
+
+
+def test_rag_sequence_posterior_is_bayes_rule_on_teacher_forced_scores(torch, gen) -> None:
+    searcher = FakeSearcher()
+    rag = MarginalRAG(searcher, gen, mode="rag-sequence", k=3, max_new_tokens=4, beams=2)
+    answer = rag.ask("where is varno?", explain=True)
+    tokens = gen.encode_answer(answer.text)
+    # the decoded answer re-encodes to the same tokens for this WordPiece vocabulary
+    for finished in (True, False):
+        s, prior, post = _exact_posterior(torch, gen, searcher.hits, "where is varno?",
+                                          tokens, finished, 1.0)
+        if answer.posterior == pytest.approx(post.tolist(), abs=1e-4):
+            break
+    else:
+        pytest.fail(f"posterior {answer.posterior} is not Bayes' rule on forced scores")
+    # after the last token, the running posterior is the answer's posterior
+    assert answer.token_posteriors[-1] == pytest.approx(
+        _exact_posterior(torch, gen, searcher.hits, "where is varno?", tokens, False, 1.0)[2]
+        .tolist(), abs=1e-4)
+
+
+def test_no_hits_gives_an_empty_answer_and_bad_settings_are_refused(gen) -> None:
+    empty = MarginalRAG(FakeSearcher(), gen, k=1)
+    empty.retriever.hits = []
+    assert empty.ask("anything?").text == ""
+    with pytest.raises(BadInputError, match="mode must be one of"):
+        MarginalRAG(FakeSearcher(), gen, mode="stuff")
+    with pytest.raises(BadInputError, match="tau must be > 0"):
+        MarginalRAG(FakeSearcher(), gen, tau=0)
+    with pytest.raises(BadInputError, match="beams must be an integer"):
+        MarginalRAG(FakeSearcher(), gen, beams=0)
+    with pytest.raises(BadInputError, match="needs a local Hugging Face generator"):
+        MarginalRAG(FakeSearcher(), object())
+    with pytest.raises(BadInputError, match="non-empty string"):
+        MarginalRAG(FakeSearcher(), gen).ask("  ")
