@@ -129,3 +129,18 @@ def test_ask_streams_and_reports_sources(tmp_path: Path, corpus: Path) -> None:
 
     only = json.loads(runner.invoke(cli, [*args, "--json", "--source", "*doc0007.md"]).output)
     assert {Path(h["source"]).name for h in only["hits"]} == {"doc0007.md"}
+
+    for mode in ("rag-sequence", "rag-token"):
+        rag = runner.invoke(cli, [*args, "--json", "--mode", mode, "--beams", "2"])
+        assert rag.exit_code == 0, rag.output
+        data = json.loads(rag.output)
+        assert data["mode"] == mode and len(data["posterior"]) == 2
+        assert abs(sum(data["prior"]) - 1) < 1e-6 and abs(sum(data["posterior"]) - 1) < 1e-6
+
+    png = tmp_path / "explain.png"
+    shown = runner.invoke(cli, [*args, "--mode", "rag-token", "--explain-png", str(png)])
+    assert shown.exit_code == 0, shown.output
+    assert "sources by posterior (rag-token)" in shown.output
+    assert "answer token" in " ".join(shown.output.split()) and png.read_bytes()[:4] == b"\x89PNG"
+    refused = runner.invoke(cli, [*args, "--explain"])  # stuff has no posterior
+    assert refused.exit_code == 2 and "--explain needs --mode" in refused.output

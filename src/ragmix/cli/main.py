@@ -18,7 +18,15 @@ import click
 from rich.console import Console
 
 from ragmix._offline import set_offline_defaults
-from ragmix.cli.options import CHUNKER_NAMES, INDEX_KINDS, MODES, fusion_option
+from ragmix.cli.options import (
+    CHUNKER_NAMES,
+    GENERATION_MODES,
+    INDEX_KINDS,
+    MODES,
+    fusion_option,
+    marginal_options,
+    retrieval_option,
+)
 from ragmix.errors import RagmixError
 
 set_offline_defaults()
@@ -175,30 +183,68 @@ def search(query, collection_dir, mode, k, source, fusion, as_json):
 @cli.command()
 @click.argument("question")
 @collection_option
-@mode_option
+@click.option("--mode", "-m", type=click.Choice(GENERATION_MODES), default="stuff",
+              show_default=True,
+              help="stuff: the top-k passages in one prompt, with [n] citations; rag-sequence / "
+                   "rag-token: the paper's marginals over the passages, sources by posterior.")
+@retrieval_option
 @k_option
 @source_option
 @fusion_option
+@marginal_options
 @click.option("--generator", default="smollm2", show_default=True, envvar="RAGMIX_GENERATOR",
               help="smollm2 (packaged) or a local Hugging Face model folder.")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=None,
+              help="Answer length cap [default: 200 for stuff, 32 for rag-*].")
+@click.option("--explain", is_flag=True,
+              help="Show which passage each answer token leaned on (rag-* modes).")
+@click.option("--explain-png", type=click.Path(dir_okay=False), default=None,
+              help="Also save the per-token posterior heat map as a PNG (implies --explain).")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer and sources as JSON.")
-def ask(question, collection_dir, mode, k, source, fusion, generator, max_new_tokens, as_json):
-    """Answer QUESTION from the collection, citing passages as [1], [2]."""
-    from ragmix.cli.render import sources_table
+def ask(question, collection_dir, mode, retrieval, k, source, fusion, tau, beams, decoding,
+        generator, max_new_tokens, explain, explain_png, as_json):
+    """Answer QUESTION from the collection, with its sources.
+
+    \b
+    ragmix ask "How do I delete documents?" -c my-col
+    ragmix ask "How do I delete documents?" -c my-col --mode rag-token --explain
+    """
+    from ragmix.cli.render import sources_table, token_heatmap, token_table
     from ragmix.generation import RAG, load_generator
 
+    explain = explain or explain_png is not None
+    if explain and mode == "stuff":
+        raise click.UsageError("--explain needs --mode rag-sequence or rag-token")
     with _open(collection_dir) as col:
         with err.status(f"loading generator {generator}"):
             gen = load_generator(generator)
-        rag = RAG(_Searcher(col, source, fusion), gen, k=k, mode=mode, max_new_tokens=max_new_tokens)
+        searcher = _Searcher(col, source, fusion)
         stream = None if as_json else (lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
-        answer = rag.ask(question, on_token=stream)
+        if mode == "stuff":
+            rag = RAG(searcher, gen, k=k, mode=retrieval, max_new_tokens=max_new_tokens or 200)
+            answer = rag.ask(question, on_token=stream)
+        else:
+            from ragmix.marginal.model import MarginalRAG
+
+            rag = MarginalRAG(searcher, gen, mode=mode, k=k, retrieval=retrieval, tau=tau,
+                              beams=beams, decoding=decoding,
+                              max_new_tokens=max_new_tokens or 32)
+            with err.status(f"decoding ({mode})"):
+                answer = rag.ask(question, explain=explain)
+            if stream is not None:
+                stream(answer.text)
     if as_json:
         click.echo(json.dumps(asdict(answer), indent=2))
-        return
-    click.echo()
-    out.print(sources_table(answer))
+    else:
+        click.echo()
+        out.print(sources_table(answer))
+        if explain and answer.tokens:
+            out.print(token_heatmap(answer))
+            out.print(token_table(answer))
+    if explain_png is not None:
+        from ragmix.marginal.explain import plot_token_posteriors
+
+        err.print(f"wrote {plot_token_posteriors(answer, explain_png)}")
 
 
 @cli.command()

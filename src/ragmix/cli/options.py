@@ -15,4 +15,29 @@ fusion_option = click.option(
     help="Hybrid fusion: Reciprocal Rank Fusion (k=60) or min-max weighted scores.",
 )
 
-__all__ = ["CHUNKER_NAMES", "FUSIONS", "INDEX_KINDS", "MODES", "fusion_option"]
+# How the generator uses the passages: all in one prompt, or the paper's two marginals.
+GENERATION_MODES = ("stuff", "rag-sequence", "rag-token")
+DECODINGS = ("thorough", "fast")
+
+retrieval_option = click.option(
+    "--retrieval", "-r", type=click.Choice(MODES), default="hybrid", show_default=True,
+    help="Retrieval mode.",
+)
+
+
+def marginal_options(fn):
+    """--decoding, --beams and --tau: the settings of RAG-Sequence and RAG-Token."""
+    fn = click.option("--tau", type=click.FloatRange(min=0, min_open=True), default=1.0,
+                      show_default=True,
+                      help="Temperature of the prior p(z|x) = softmax(score / tau).")(fn)
+    fn = click.option("--beams", type=click.IntRange(min=1), default=None,
+                      help="Beam size [default: 4 for rag-sequence, 1 (greedy) for rag-token].")(fn)
+    fn = click.option("--decoding", type=click.Choice(DECODINGS), default="thorough",
+                      show_default=True,
+                      help="RAG-Sequence: score every beam answer under every passage "
+                           "(thorough) or only where it was proposed (fast).")(fn)
+    return fn
+
+
+__all__ = ["CHUNKER_NAMES", "DECODINGS", "FUSIONS", "GENERATION_MODES", "INDEX_KINDS", "MODES",
+           "fusion_option", "marginal_options", "retrieval_option"]
