@@ -122,7 +122,7 @@ def test_eval_qa_cli_answer_recall(tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = runner.invoke(cli, ["eval", "qa", "--questions", str(questions), "--corpus",
                                  str(beir / "corpus.jsonl"), "--encoder", "hashing-1024",
-                                 "--no-generate", "-m", "bm25", "--limit", "2", "--out", str(out)])
+                                 "--no-generate", "-r", "bm25", "--limit", "2", "--out", str(out)])
     assert result.exit_code == 0, result.output
     data = json.loads((out / "results.json").read_text())
     assert data["task"] == "qa" and data["data"]["n_questions"] == 2
@@ -141,3 +141,26 @@ def test_docstring_examples(module) -> None:
     """The worked examples in the docstrings are true."""
     failures, _ = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert failures == 0
+
+
+@pytest.mark.parametrize("generation", ["rag-sequence", "rag-token"])
+def test_evaluate_qa_with_the_papers_marginals(generation) -> None:
+    torch = pytest.importorskip("torch")
+    from tiny_models import minilm_tokenizer, tiny_llama
+
+    from ragmix.generation import HFGenerator
+
+    tok = minilm_tokenizer()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        gen = HFGenerator(tiny_llama(torch, tok), tok, name="tiny")
+        examples = [QAExample("1", "capital of france?", ("paris",)),
+                    QAExample("2", "where is berlin?", ("germany",))]
+        report = evaluate_qa(_Searcher(), gen, examples, mode="bm25", k=3, max_new_tokens=4,
+                             generation=generation, beams=2)
+    finally:
+        torch.set_num_threads(threads)
+    assert {"em", "f1", "s_per_question", "answer_recall@1"} <= set(report.metrics)
+    assert all(r.prediction is not None and r.generation_s > 0 for r in report.results)
+    assert report.metrics["answer_recall@1"] == 0.5  # "paris" is in passage 1, "germany" in 2

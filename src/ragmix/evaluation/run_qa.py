@@ -105,24 +105,31 @@ def evaluate_qa(
     regex: bool = False,
     max_new_tokens: int = 32,
     progress: Progress | None = None,
+    generation: str = "stuff",
+    tau: float = 1.0,
+    beams: int | None = None,
+    decoding: str = "thorough",
 ) -> QAReport:
     """Answer recall@k for each k in ``recall_ks``, and EM/F1 of the generator's answers.
 
-    The generator answers from the top ``k`` passages ("stuff" mode, as
-    :class:`~ragmix.generation.RAG`); with ``generator=None`` only retrieval is
-    measured. ``regex=True`` treats gold answers as CuratedTREC patterns.
+    ``mode`` is the retrieval mode. The generator answers from the top ``k``
+    passages: ``generation="stuff"`` puts them in one prompt
+    (:class:`~ragmix.generation.RAG`); "rag-sequence" and "rag-token" decode
+    over their mixture (:class:`~ragmix.marginal.model.MarginalRAG`, with
+    ``tau``, ``beams`` and ``decoding``). With ``generator=None`` only
+    retrieval is measured. ``regex=True`` treats gold answers as CuratedTREC
+    patterns.
     """
-    from ragmix.generation.rag import RAG
-
     if not examples:
         raise BadInputError("no questions to evaluate")
     ks = sorted({*recall_ks, k})
     if ks[0] < 1:
         raise BadInputError(f"recall ks must be >= 1, got {ks[0]}")
     recorder = _Recorder(searcher, max(ks))
-    rag = None if generator is None else RAG(recorder, generator, k=k, mode=mode,
-                                             max_new_tokens=max_new_tokens)
-    stage = f"answering ({mode})" if rag else f"retrieving ({mode})"
+    rag = None if generator is None else _answerer(
+        recorder, generator, generation, k=k, mode=mode, max_new_tokens=max_new_tokens, tau=tau,
+        beams=beams, decoding=decoding)
+    stage = f"answering ({generation}, {mode})" if rag else f"retrieving ({mode})"
     if progress is not None:
         progress.start(stage, len(examples))
     results = []
@@ -144,6 +151,19 @@ def evaluate_qa(
         if progress is not None:
             progress.advance(stage)
     return QAReport(_means(results), tuple(results))
+
+
+def _answerer(searcher, generator, generation: str, *, k: int, mode: str, max_new_tokens: int,
+              tau: float, beams: int | None, decoding: str):
+    """Something with ``ask(question) -> Answer`` for the generation mode."""
+    if generation == "stuff":
+        from ragmix.generation.rag import RAG
+
+        return RAG(searcher, generator, k=k, mode=mode, max_new_tokens=max_new_tokens)
+    from ragmix.marginal.model import MarginalRAG
+
+    return MarginalRAG(searcher, generator, mode=generation, k=k, retrieval=mode, tau=tau,
+                       beams=beams, decoding=decoding, max_new_tokens=max_new_tokens)
 
 
 def _means(results: Sequence[QAResult]) -> dict[str, float]:
