@@ -78,13 +78,6 @@ def faiss_peer(vectors: np.ndarray) -> Callable[[np.ndarray], object]:
     return lambda q: index.search(q, K)  # (1, dim) -> (1, K), (1, K)
 
 
-def faiss_threads() -> int:
-    """FAISS's OpenMP threads: on a busy machine a parallel region per query costs milliseconds."""
-    import faiss
-
-    return int(faiss.omp_get_max_threads())
-
-
 # -- end to end ------------------------------------------------------------------
 def minilm_wordpieces(texts: Sequence[str]) -> int:
     """How many wordpieces MiniLM embeds for ``texts``: it cuts each at max_seq_length (256)."""

@@ -32,7 +32,7 @@ set_offline_defaults()
 
 import numpy as np  # noqa: E402
 from _common import DATA, RESULTS, require_data, write_result  # noqa: E402
-from _peers import K, bm25s_peer, faiss_peer, faiss_threads, rank_bm25_peer  # noqa: E402
+from _peers import K, bm25s_peer, faiss_peer, rank_bm25_peer  # noqa: E402
 
 from ragmix.chunking import make_chunker  # noqa: E402
 from ragmix.documents import load_paths  # noqa: E402
@@ -204,19 +204,26 @@ def dense(texts: list[str], queries: list[str], rounds: int, work: Path) -> tupl
     index.add(ids, vectors)
     col.search(queries[0], K, mode="dense")  # warm-up: loads the view
     passes = range(DENSE_PASSES)
+    # ragmix runs single queries on one OpenMP thread (FaissIndex.search); the raw
+    # peer gets the same setting, so the ratio measures ragmix's own overhead.
+    import faiss
+
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
     out = race({
         "faiss": clocked(lambda: [raw(q) for _ in passes for q in rows_q]),
         "ragmix_faiss_index": clocked(lambda: [index.search(q, K) for _ in passes for q in rows_q]),
         "ragmix_collection_hits": clocked(
             lambda: [col.search(q, K, mode="dense") for _ in passes for q in queries]),
     }, rounds)
+    faiss.omp_set_num_threads(threads)
     col.close()
     qps = {name: round(DENSE_PASSES * len(queries) / s, 1) for name, s in best_seconds(out).items()}
     ratios = {name: round(qps[name] / qps["faiss"], 3) for name in qps if name != "faiss"}
     raw_ids = [ids[r[1][0]].tolist() for r in out["faiss"][-1][1][: len(queries)]]
     result = {
         "passages": len(texts), "queries": len(queries), "passes": DENSE_PASSES, "k": K,
-        "dim": encoder.dim, "faiss_omp_threads": faiss_threads(), "queries_per_s": qps, "ratio_over_faiss": ratios,
+        "dim": encoder.dim, "faiss_omp_threads": 1, "queries_per_s": qps, "ratio_over_faiss": ratios,
         "target": 0.9, "meets_target": {name: r >= 0.9 for name, r in ratios.items()},
         "same_ids_as_faiss": {
             "ragmix_faiss_index": [r[1][0].tolist() for r in out["ragmix_faiss_index"][-1][1]
@@ -230,7 +237,8 @@ def dense(texts: list[str], queries: list[str], rounds: int, work: Path) -> tupl
                  "at a time, top-10. ragmix_faiss_index is FaissIndex('flat', 384).search; "
                  "ragmix_collection_hits is Collection.search(q, 10, mode='dense') with an "
                  "encoder that looks the precomputed query vector up, so it includes the view "
-                 "check and reading the hits' text and metadata from SQLite.",
+                 "check and reading the hits' text and metadata from SQLite. Both sides run "
+                 "FAISS on one OpenMP thread (ragmix does so for fewer than 4 queries).",
     }
     rows = [("dense", name, "queries/s", v, f"{ratios[name]}x faiss (>= 0.9)"
              if name in ratios else "") for name, v in qps.items()]

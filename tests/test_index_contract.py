@@ -348,3 +348,24 @@ def test_ivfpq_needs_two_vectors_to_train():
 def test_load_errors(tmp_path):
     with pytest.raises(BadInputError, match="no FAISS index"):
         FaissIndex.load(str(tmp_path / "missing.faiss"))
+
+
+def test_single_queries_run_on_one_thread_and_restore_the_setting() -> None:
+    import faiss
+
+    from ragmix.index.faiss_index import FaissIndex, _threads_for
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(2)
+    try:
+        with _threads_for(1):
+            assert faiss.omp_get_max_threads() == 1
+        assert faiss.omp_get_max_threads() == 2
+        with _threads_for(64):
+            assert faiss.omp_get_max_threads() == 2
+        index = FaissIndex("flat", 4)
+        index.add(np.arange(3), np.eye(4, dtype=np.float32)[:3])
+        scores, ids = index.search(np.eye(4, dtype=np.float32)[:1], 2)
+        assert ids[0, 0] == 0 and faiss.omp_get_max_threads() == 2
+    finally:
+        faiss.omp_set_num_threads(before)

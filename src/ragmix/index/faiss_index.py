@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -258,6 +260,10 @@ class FaissIndex:
             )
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
             raise BadInputError(f"k must be an integer > 0, got {k!r}")
+        with _threads_for(len(queries)):
+            return self._search(queries, int(k), allowed_ids, ef_search, nprobe)
+
+    def _search(self, queries, k, allowed_ids, ef_search, nprobe):
         if allowed_ids is None and ef_search is None and nprobe is None and self._searchable:
             return self._index.search(queries, int(k))  # the hot path: nothing but FAISS
         knobs = self._knobs(ef_search, nprobe)
@@ -377,3 +383,24 @@ class FaissIndex:
         else:
             self._install(index)
         return self
+
+
+# Below this many queries a search runs on one OpenMP thread: a query is scanned
+# by one thread anyway, and on a busy machine starting a thread team per query
+# costs milliseconds (flat, 13k x 384, 2 cores under load: p50 6.3 ms with 2
+# threads, 1.5 ms with 1).
+SINGLE_THREAD_BELOW = 4
+
+
+@contextmanager
+def _threads_for(n_queries: int) -> Iterator[None]:
+    faiss = _faiss()
+    before = faiss.omp_get_max_threads()
+    if n_queries >= SINGLE_THREAD_BELOW or before == 1:
+        yield
+        return
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
