@@ -1,14 +1,18 @@
 """Open-domain QA on SQuAD-open dev: EM, F1, answer recall@5 and seconds per question.
 
-    .venv/bin/python bench/bench_qa.py [--limit 500] [--retrieval hybrid] [--generator smollm2]
+    .venv/bin/python bench/bench_qa.py [--limit 500] [--modes stuff] [--retrieval hybrid]
+
+``--modes`` is any of stuff, rag-sequence-thorough, rag-sequence-fast,
+rag-token (comma-separated); every mode answers the same sampled questions.
 
 Answers ``--limit`` dev questions (a fixed seeded sample, the same for every
 mode) from the top k=5 passages of the SQuAD-open collection that
 bench/bench_retrieval.py --dataset squad builds (all 20,963 paragraphs; built
 here if missing), with the default generator in "stuff" mode (all k passages
-in one prompt). Writes bench/results/qa_squad.json as
-{"MODE": {"em", "f1", "answer_recall@5", "s_per_question", ...}}: the frozen
-baseline that RAG-Sequence/RAG-Token and training must beat.
+in one prompt), or the paper's RAG-Sequence / RAG-Token over the same k
+passages. Writes bench/results/qa_squad.json as
+{"MODE": {"em", "f1", "answer_recall@5", "s_per_question", ...}} (modes not
+run keep their previous rows): the frozen baselines that training must beat.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--modes", default="stuff", help="comma-separated, see above")
+    parser.add_argument("--beams", type=int, default=None)
     args = parser.parse_args()
 
     folder = require_data(args.data)
@@ -63,25 +69,36 @@ def main() -> None:
     from rich.console import Console
 
     generator = load_generator(args.generator)
+    rows: dict[str, dict] = {}
+    reports = {}
     with col, RichProgress(Console(stderr=True)) as progress:
-        report = evaluate_qa(_Fused(col, args.fusion), generator, examples, mode=args.retrieval,
-                             k=args.k, max_new_tokens=args.max_new_tokens, progress=progress)
-    row = {key: round(report.metrics[key], 4) for key in KEYS if key in report.metrics}
-    row.update({"retrieval": args.retrieval, "fusion": args.fusion, "k": args.k,
-                "generator": args.generator, "max_new_tokens": args.max_new_tokens})
-    print("stuff  " + "  ".join(f"{key} {value}" for key, value in row.items()), flush=True)
+        for mode in args.modes.split(","):
+            generation = mode.removesuffix("-thorough").removesuffix("-fast")
+            report = evaluate_qa(
+                _Fused(col, args.fusion), generator, examples, mode=args.retrieval, k=args.k,
+                max_new_tokens=args.max_new_tokens, progress=progress, generation=generation,
+                beams=args.beams, decoding="fast" if mode.endswith("-fast") else "thorough")
+            row = {key: round(report.metrics[key], 4) for key in KEYS if key in report.metrics}
+            row.update({"retrieval": args.retrieval, "fusion": args.fusion, "k": args.k,
+                        "generator": args.generator, "max_new_tokens": args.max_new_tokens,
+                        "questions": len(examples), "seed": args.seed, "beams": args.beams})
+            rows[mode], reports[mode] = row, report
+            print(f"{mode}  " + "  ".join(f"{key} {value}" for key, value in row.items()),
+                  flush=True)
 
-    path = RESULTS / "qa_squad.json"  # other modes (issue 4) live beside "stuff": merge
+    path = RESULTS / "qa_squad.json"  # modes not run this time keep their rows
     previous = json.loads(path.read_text()) if path.exists() else {}
-    modes = {k: v for k, v in previous.items() if isinstance(v, dict) and "em" in v}
+    kept = {k: v for k, v in previous.items() if isinstance(v, dict) and "em" in v}
+    examples_out = {mode: [{"question": r.question, "answers": list(r.answers[:3]),
+                            "prediction": r.prediction} for r in rep.results[:8]]
+                    for mode, rep in reports.items()}
     path = write_result("qa_squad.json", {
-        **modes, "stuff": row, "questions": len(examples), "seed": args.seed,
-        "encoder": canonical_name(args.encoder),
-        "examples": [{"question": r.question, "answers": list(r.answers[:3]),
-                      "prediction": r.prediction} for r in report.results[:10]]})
-    (ROOT / "bench" / ".work").mkdir(parents=True, exist_ok=True)
-    (ROOT / "bench" / ".work" / "qa_squad_stuff.json").write_text(
-        json.dumps(report.to_dict(), indent=1))
+        **kept, **rows, "encoder": canonical_name(args.encoder),
+        "examples": {**previous.get("examples", {}), **examples_out}})
+    work = ROOT / "bench" / ".work"
+    work.mkdir(parents=True, exist_ok=True)
+    for mode, report in reports.items():
+        (work / f"qa_squad_{mode}.json").write_text(json.dumps(report.to_dict(), indent=1))
     print(f"wrote {path}")
 
 
