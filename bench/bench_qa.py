@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA / "squad-open")
     parser.add_argument("--encoder", default="minilm")
     parser.add_argument("--retrieval", default="hybrid", choices=("bm25", "dense", "hybrid"))
-    parser.add_argument("--fusion", default="rrf", choices=("rrf", "weighted"))
+    parser.add_argument("--fusion", default="weighted", choices=("rrf", "weighted"))
     parser.add_argument("--generator", default="smollm2")
     parser.add_argument("-k", type=int, default=5)
     parser.add_argument("--limit", type=int, default=500)

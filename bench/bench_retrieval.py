@@ -32,8 +32,9 @@ from ragmix.evaluation.run_retrieval import evaluate_retrieval, index_corpus  # 
 
 KEYS = ("ndcg@10", "recall@1", "recall@5", "recall@20", "recall@100", "mrr@10")
 # mode name in the results -> (Collection.search mode, fusion)
-MODES = {"bm25": ("bm25", "rrf"), "dense": ("dense", "rrf"),
-         "hybrid": ("hybrid", "rrf"), "hybrid-weighted": ("hybrid", "weighted")}
+# "hybrid" is the default fusion (min-max weighted, 0.5); "hybrid-rrf" is RRF, k=60
+MODES = {"bm25": ("bm25", "weighted"), "dense": ("dense", "weighted"),
+         "hybrid": ("hybrid", "weighted"), "hybrid-rrf": ("hybrid", "rrf")}
 PUBLISHED = {  # ../shared/data/README.md
     "scifact": {
         "bm25 (Anserini, k1=0.9 b=0.4)": {"ndcg@10": 0.6789, "recall@100": 0.9253},

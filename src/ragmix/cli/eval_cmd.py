@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ragmix.cli.options import MODES, fusion_option, retrieval_option
+from ragmix.retrieval.retrievers import DEFAULT_FUSION
 
 err = Console(stderr=True)
 out = Console()
@@ -110,7 +111,7 @@ def _collection_meta(col_dir: Path, info: dict) -> dict:
 
 
 def _label(mode: str, fusion: str) -> str:
-    return mode if mode != "hybrid" or fusion == "rrf" else f"hybrid-{fusion}"
+    return mode if mode != "hybrid" or fusion == DEFAULT_FUSION else f"hybrid-{fusion}"
 
 
 @eval_group.command("retrieval")

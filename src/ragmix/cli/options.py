@@ -6,13 +6,13 @@ import click
 
 from ragmix.chunking import CHUNKERS
 from ragmix.index import INDEX_KINDS
-from ragmix.retrieval.retrievers import FUSIONS, MODES
+from ragmix.retrieval.retrievers import DEFAULT_FUSION, FUSIONS, MODES
 
 CHUNKER_NAMES = tuple(CHUNKERS)
 
 fusion_option = click.option(
-    "--fusion", type=click.Choice(FUSIONS), default="rrf", show_default=True,
-    help="Hybrid fusion: Reciprocal Rank Fusion (k=60) or min-max weighted scores.",
+    "--fusion", type=click.Choice(FUSIONS), default=DEFAULT_FUSION, show_default=True,
+    help="Hybrid fusion: min-max weighted scores (0.5 each) or Reciprocal Rank Fusion (k=60).",
 )
 
 # How the generator uses the passages: all in one prompt, or the paper's two marginals.

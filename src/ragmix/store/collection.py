@@ -34,6 +34,7 @@ from ragmix.errors import BadInputError, CollectionError, EncoderMismatchError
 from ragmix.index import INDEX_KINDS
 from ragmix.retrieval.fusion import softmax_probs
 from ragmix.retrieval.retrievers import (
+    DEFAULT_FUSION,
     MODES,
     BM25Retriever,
     DenseRetriever,
@@ -214,7 +215,7 @@ class Collection:
 
     # -- reading ----------------------------------------------------------------
     def retriever(
-        self, mode: str = "hybrid", *, fusion: str = "rrf", rrf_k: int = 60,
+        self, mode: str = "hybrid", *, fusion: str = DEFAULT_FUSION, rrf_k: int = 60,
         dense_weight: float = 0.5, depth: int = 100,
     ) -> Retriever:
         """The retriever for ``mode`` over this collection's views."""
@@ -235,7 +236,7 @@ class Collection:
 
     def search(
         self, query: str, k: int = 5, *, mode: str = "hybrid", source: str | None = None,
-        fusion: str = "rrf", dense_weight: float = 0.5, temperature: float = 1.0,
+        fusion: str = DEFAULT_FUSION, dense_weight: float = 0.5, temperature: float = 1.0,
     ) -> list[Hit]:
         """Top-k passages for ``query``; ``source`` is a glob on document path or id.
 
