@@ -104,19 +104,13 @@ def _beam(state: DecodeState, doc_lp: Tensor, k: int, stops, max_new_tokens: int
                 break
         if not keep_beam or finished.done(max(new_lp), step + 1):
             break
-        if step + 1 == max_new_tokens:  # out of budget: no need to run the last step
-            live_joint = [live_joint[b] + [doc_lp + per_row[b, :, t]]
-                          for b, t in zip(keep_beam, keep_token)]
-            live_tokens = [live_tokens[b] + (t,) for b, t in zip(keep_beam, keep_token)]
-            live_lp = torch.tensor(new_lp, dtype=torch.float64)
-            continue
         live_joint = [live_joint[b] + [doc_lp + per_row[b, :, t]]
                       for b, t in zip(keep_beam, keep_token)]
         live_tokens = [live_tokens[b] + (t,) for b, t in zip(keep_beam, keep_token)]
         live_lp = torch.tensor(new_lp, dtype=torch.float64)
-        rows = torch.tensor([b * k + z for b in keep_beam for z in range(k)])
-        state.select(rows)
-        state.advance(torch.tensor([t for t in keep_token for _ in range(k)]))
+        if step + 1 < max_new_tokens:  # out of budget: the last forward pass is not needed
+            state.select(torch.tensor([b * k + z for b in keep_beam for z in range(k)]))
+            state.advance(torch.tensor([t for t in keep_token for _ in range(k)]))
     else:
         for tokens, lp, joint in zip(live_tokens, live_lp.tolist(), live_joint):
             finished.add(tokens, lp, finished=False)
