@@ -69,7 +69,8 @@ def test_answers_carry_prior_posterior_and_token_posteriors(torch, gen, mode) ->
 
 def test_rag_sequence_posterior_is_bayes_rule_on_teacher_forced_scores(torch, gen) -> None:
     searcher = FakeSearcher()
-    rag = MarginalRAG(searcher, gen, mode="rag-sequence", k=3, max_new_tokens=4, beams=2)
+    rag = MarginalRAG(searcher, gen, mode="rag-sequence", k=3, max_new_tokens=4, beams=2,
+                      tau=1.0)
     answer = rag.ask("where is varno?", explain=True)
     tokens = gen.encode_answer(answer.text)
     # the decoded answer re-encodes to the same tokens for this WordPiece vocabulary
@@ -100,3 +101,10 @@ def test_no_hits_gives_an_empty_answer_and_bad_settings_are_refused(gen) -> None
         MarginalRAG(FakeSearcher(), object())
     with pytest.raises(BadInputError, match="non-empty string"):
         MarginalRAG(FakeSearcher(), gen).ask("  ")
+
+
+def test_default_prior_temperature_follows_the_retrieval_mode(gen) -> None:
+    taus = {mode: MarginalRAG(FakeSearcher(), gen, retrieval=mode).tau
+            for mode in ("dense", "bm25", "hybrid")}
+    assert taus == {"dense": 0.05, "bm25": 1.0, "hybrid": 0.1}
+    assert MarginalRAG(FakeSearcher(), gen, retrieval="dense", tau=0.5).tau == 0.5

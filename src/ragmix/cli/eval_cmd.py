@@ -240,8 +240,9 @@ class _FusionSearcher:
 @fusion_option
 @click.option("-k", "--top-k", "k", type=click.IntRange(min=1), default=5, show_default=True,
               help="Passages given to the generator.")
-@click.option("--tau", type=click.FloatRange(min=0, min_open=True), default=1.0,
-              show_default=True, help="rag-*: temperature of the prior p(z|x).")
+@click.option("--tau", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="rag-*: temperature of the prior p(z|x) [default: 0.05 dense, 1 bm25, "
+                   "0.1 hybrid].")
 @click.option("--beams", type=click.IntRange(min=1), default=None,
               help="rag-*: beam size [default: 4 for rag-sequence, 1 for rag-token].")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Sample N questions.")

@@ -106,7 +106,7 @@ def evaluate_qa(
     max_new_tokens: int = 32,
     progress: Progress | None = None,
     generation: str = "stuff",
-    tau: float = 1.0,
+    tau: float | None = None,
     beams: int | None = None,
     decoding: str = "thorough",
 ) -> QAReport:
@@ -154,7 +154,7 @@ def evaluate_qa(
 
 
 def _answerer(searcher, generator, generation: str, *, k: int, mode: str, max_new_tokens: int,
-              tau: float, beams: int | None, decoding: str):
+              tau: float | None, beams: int | None, decoding: str):
     """Something with ``ask(question) -> Answer`` for the generation mode."""
     if generation == "stuff":
         from ragmix.generation.rag import RAG

@@ -26,6 +26,13 @@ if TYPE_CHECKING:
     from ragmix.generation.hf import HFGenerator
 
 MARGINAL_MODES = ("rag-sequence", "rag-token")
+# Default temperature of the prior p(z|x) = softmax(score / tau), per retrieval mode.
+# dense: all-MiniLM-L6-v2 was trained with softmax(20 * cosine) over passages, so
+#   tau = 1/20 gives the distribution the encoder was trained to produce (DPR and
+#   the paper likewise use the encoder's raw inner products);
+# bm25: the paper's BM25 ablation uses BM25 scores as logits (tau = 1);
+# hybrid: fused scores lie in [0, 1] (min-max weighted) and need a sharp tau too.
+DEFAULT_TAU = {"dense": 0.05, "bm25": 1.0, "hybrid": 0.1}
 
 
 class MarginalRAG:
@@ -40,7 +47,8 @@ class MarginalRAG:
 
     def __init__(
         self, retriever: Searcher, generator: HFGenerator, *, mode: str = "rag-sequence",
-        k: int = 5, retrieval: str = "hybrid", tau: float = 1.0, beams: int | None = None,
+        k: int = 5, retrieval: str = "hybrid", tau: float | None = None,
+        beams: int | None = None,
         decoding: str = "thorough", max_new_tokens: int = 32, length_penalty: float = 0.0,
     ) -> None:
         if mode not in MARGINAL_MODES:
@@ -51,6 +59,7 @@ class MarginalRAG:
                             ("beams", 1 if beams is None else beams)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise BadInputError(f"{name} must be an integer greater than 0, got {value!r}")
+        tau = DEFAULT_TAU.get(retrieval, 1.0) if tau is None else tau
         if not tau > 0:
             raise BadInputError(f"tau must be > 0, got {tau!r}")
         if not hasattr(generator, "score_ids"):
