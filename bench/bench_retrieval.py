@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_retrieval.py [--dataset scifact|squad] [--encoder minilm]
 
 Writes bench/results/retrieval_DATASET.json (retrieval_DATASET_minilm_int8.json
-for ``--encoder minilm-int8``) as
+for ``--encoder minilm-int8``) and a recall@k plot beside it (.png), as
 {"MODE": {"ndcg@10", "recall@20", "recall@100", "mrr@10"}}. The collection is
 built once (documents whole up to 512 words, title + text) under bench/.work/
 and reused, so a second run only searches.
@@ -104,7 +104,12 @@ def main() -> None:
     path = write_result(f"retrieval_{args.dataset}{suffix.replace('-', '_')}.json", {
         **result, "encoder": canonical_name(args.encoder), "queries": len(qrels),
         "seed": args.seed if args.limit else None, "published": PUBLISHED[args.dataset]})
-    print(f"wrote {path}")
+    from ragmix.evaluation.plots import plot_recall_curves
+
+    png = plot_recall_curves({m: v for m, v in result.items() if isinstance(v, dict)},
+                             path.with_suffix(".png"),
+                             title=f"{args.dataset}: recall@k ({canonical_name(args.encoder)})")
+    print(f"wrote {path} and {png}")
 
 
 if __name__ == "__main__":
