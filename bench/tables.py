@@ -1,0 +1,88 @@
+"""Print the Markdown tables of BENCHMARKS.md from bench/results/*.json (no re-measuring).
+
+    .venv/bin/python bench/tables.py [retrieval|qa|speed|scaling|decoding ...]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from _common import RESULTS
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _row(cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def retrieval() -> None:
+    for dataset in ("scifact", "squad"):
+        data = _load(f"retrieval_{dataset}.json")
+        if not data:
+            continue
+        int8 = _load(f"retrieval_{dataset}_minilm_int8.json") or {}
+        keys = ["ndcg@10", "mrr@10", "recall@1", "recall@5", "recall@20", "recall@100"]
+        print(f"\n{dataset} ({data['queries']} queries, {data['encoder']}, {data['measured_at']})\n")
+        print(_row(["mode", *keys, "nDCG@10 int8", "p50 ms"]))
+        print(_row(["---"] * (len(keys) + 3)))
+        for mode, row in data.items():
+            if isinstance(row, dict) and "ndcg@10" in row:
+                other = int8.get(mode, {}).get("ndcg@10", "")
+                print(_row([mode, *(f"{row[k]:.4f}" if k in row else "" for k in keys),
+                            f"{other:.4f}" if other != "" else "", row.get("query_ms_p50", "")]))
+
+
+def qa() -> None:
+    data = _load("qa_squad.json")
+    if not data:
+        return
+    keys = ["em", "f1", "answer_recall@1", "answer_recall@5", "answer_recall@20",
+            "s_per_question"]
+    print(_row(["mode", "questions", "retrieval", *keys]))
+    print(_row(["---"] * (len(keys) + 3)))
+    for mode, row in data.items():
+        if isinstance(row, dict) and "em" in row:
+            print(_row([mode, row["questions"], f"{row['retrieval']} ({row['fusion']})",
+                        *(f"{row[k]:.4f}" if k in row else "" for k in keys)]))
+
+
+def speed() -> None:
+    data = _load("speed.json")
+    if not data:
+        return
+    print(json.dumps({k: v for k, v in data.items() if k != "machine"}, indent=1)[:6000])
+
+
+def scaling() -> None:
+    data = _load("scaling.json")
+    if not data:
+        return
+    cols = ["size", "kind", "build_s", "passages_per_s", "peak_rss_mb", "disk_mb",
+            "dense_ms_p50", "dense_ms_p95", "bm25_ms_p50", "recall@10_vs_exact"]
+    print(_row(cols))
+    print(_row(["---"] * len(cols)))
+    for r in data["rows"]:
+        print(_row([f"{r[c]:,}" if c == "size" else r.get(c, "") for c in cols]))
+
+
+def decoding() -> None:
+    data = _load("rag_decoding.json")
+    if not data:
+        return
+    print(_row(["mode", "s per answer", "x single"]))
+    print(_row(["---"] * 3))
+    for mode, row in data["smollm2"].items():
+        print(_row([mode, row["s_per_answer"], row["x_single"]]))
+    for mode, row in data.get("tiny_bart_vs_transformers", {}).items():
+        print(_row([mode, row["ragmix_s"], row["transformers_s"], row["speedup"]]))
+
+
+if __name__ == "__main__":
+    for name in sys.argv[1:] or ["retrieval", "qa", "speed", "scaling", "decoding"]:
+        print(f"\n## {name}")
+        globals()[name]()
