@@ -14,7 +14,10 @@ on 2 cores), SQLite, FAISS and BM25. The child reports:
 - query latency (p50/p95) of dense search through ``Collection.search`` (hits
   with their text) and of BM25, for queries that are 12-word windows of
   random passages;
-- for HNSW, recall@10 against the flat (exact) run's results on the same queries.
+- for HNSW, recall@10 against the flat (exact) run's results on the same queries,
+  and for every run how often the query's own passage ranks first ("source@1").
+  Random text has no topical structure, so after the source passage the
+  top-10 are near-ties: the hardest case for HNSW's recall@10.
 
 Writes bench/results/scaling.json and bench/results/scaling.png (log-log).
 """
@@ -73,8 +76,8 @@ def write_corpus(path: Path, n: int, seed: int = 0) -> Path:
     return path
 
 
-def sample_queries(path: Path, n_passages: int, n: int, seed: int = 1) -> list[str]:
-    """12-word windows of ``n`` random passages of the corpus."""
+def sample_queries(path: Path, n_passages: int, n: int, seed: int = 1) -> list[tuple[str, str]]:
+    """(passage id, a 12-word window of it) for ``n`` random passages of the corpus."""
     rng = np.random.default_rng(seed)
     wanted = set(rng.choice(n_passages, size=min(n, n_passages), replace=False).tolist())
     out = []
@@ -83,7 +86,7 @@ def sample_queries(path: Path, n_passages: int, n: int, seed: int = 1) -> list[s
             if i in wanted:
                 words = json.loads(line)["text"].split()
                 start = int(rng.integers(0, WORDS - 12))
-                out.append(" ".join(words[start : start + 12]))
+                out.append((f"p{i}", " ".join(words[start : start + 12])))
     return out
 
 
@@ -92,33 +95,40 @@ def disk_bytes(folder: Path) -> int:
 
 
 # -- one build, in a child process ------------------------------------------------
-def child(corpus: Path, size: int, kind: str, queries: int, exact_file: Path) -> dict:
+def child(corpus: Path, size: int, kind: str, queries: int, exact_file: Path,
+          ef_construction: int | None = None) -> dict:
     from ragmix.chunking import make_chunker
     from ragmix.store import Collection
 
     folder = WORK / f"col-{size}-{kind}"
     shutil.rmtree(folder, ignore_errors=True)
     began = time.perf_counter()
-    col = Collection.create(folder, encoder=f"hashing-{DIM}", index=kind,
+    params = ({"ef_construction": ef_construction}
+              if kind == "hnsw" and ef_construction is not None else None)
+    col = Collection.create(folder, encoder=f"hashing-{DIM}", index=kind, index_params=params,
                             chunker=make_chunker("words", size=WORDS))
     report = col.add([corpus])
     build_s = time.perf_counter() - began
     assert report.chunks == size, (report.chunks, size)
-    texts = sample_queries(corpus, size, queries)
+    sampled = sample_queries(corpus, size, queries)
+    texts = [q for _, q in sampled]
     col.search(texts[0], K, mode="dense")  # warm: loads the views
     col.search(texts[0], K, mode="bm25")
     timings: dict[str, list[float]] = {"dense": [], "bm25": []}
     results = []
-    for q in texts:
+    source_first = {"dense": 0, "bm25": 0}  # the query's own passage ranked first
+    for source, q in sampled:
         for mode in ("dense", "bm25"):
             t = time.perf_counter()
             hits = col.search(q, K, mode=mode)
             timings[mode].append((time.perf_counter() - t) * 1000)
+            source_first[mode] += bool(hits) and hits[0].doc_id == source
             if mode == "dense":
                 results.append([h.chunk_id for h in hits])
     col.close()
     out = {
         "size": size, "kind": kind, "build_s": round(build_s, 2),
+        "index_params": col.manifest.index,
         "passages_per_s": round(size / build_s, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "disk_mb": round(disk_bytes(folder) / 2**20, 1),
@@ -127,6 +137,8 @@ def child(corpus: Path, size: int, kind: str, queries: int, exact_file: Path) ->
         "bm25_ms_p50": round(percentile(timings["bm25"], 50), 3),
         "bm25_ms_p95": round(percentile(timings["bm25"], 95), 3),
         "queries": len(texts),
+        "dense_source_at_1": round(source_first["dense"] / len(texts), 4),
+        "bm25_source_at_1": round(source_first["bm25"] / len(texts), 4),
     }
     if kind == "flat":
         exact_file.write_text(json.dumps(results))
@@ -170,13 +182,15 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--ef-construction", type=int, default=None,
+                        help="HNSW efConstruction (default: ragmix's, 200)")
     parser.add_argument("--child", nargs=3, metavar=("CORPUS", "SIZE", "KIND"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         corpus, size, kind = Path(args.child[0]), int(args.child[1]), args.child[2]
         exact = WORK / f"exact-{size}.json"
-        print(json.dumps(child(corpus, size, kind, args.queries, exact)))
+        print(json.dumps(child(corpus, size, kind, args.queries, exact, args.ef_construction)))
         return
 
     WORK.mkdir(parents=True, exist_ok=True)
@@ -188,13 +202,21 @@ def main() -> None:
         for kind in args.kinds.split(","):
             done = subprocess.run(
                 [sys.executable, __file__, "--child", str(corpus), str(size), kind,
-                 "--queries", str(args.queries)],
+                 "--queries", str(args.queries),
+                 *(["--ef-construction", str(args.ef_construction)]
+                   if args.ef_construction else [])],
                 capture_output=True, text=True, check=False)
             if done.returncode:
                 raise SystemExit(f"{size} {kind} failed:\n{done.stderr[-3000:]}")
             row = json.loads(done.stdout.strip().splitlines()[-1])
             rows.append(row)
             print(json.dumps(row), flush=True)
+    previous = RESULTS / "scaling.json"  # rows of other sizes/kinds are kept
+    if previous.exists():
+        done = {(r["size"], r["kind"]) for r in rows}
+        rows = [r for r in json.loads(previous.read_text()).get("rows", [])
+                if (r["size"], r["kind"]) not in done] + rows
+        rows.sort(key=lambda r: (r["size"], r["kind"]))
     path = write_result("scaling.json", {
         "rows": rows, "encoder": f"hashing-{DIM}", "words_per_passage": WORDS,
         "vocabulary": VOCAB, "k": K,
