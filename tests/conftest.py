@@ -40,3 +40,19 @@ def collection(tmp_path: Path):
     col = Collection.create(tmp_path / "col", encoder="hashing-1024")
     yield col
     col.close()
+
+
+# Tiny random models (tests/tiny_models.py) share these: torch on one thread, and
+# the WordPiece tokenizer packaged with all-MiniLM-L6-v2.
+@pytest.fixture(scope="module")
+def torch():
+    from tiny_models import torch_fixture
+
+    yield from torch_fixture()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(torch):
+    from tiny_models import minilm_tokenizer
+
+    return minilm_tokenizer()

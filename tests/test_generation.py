@@ -26,7 +26,7 @@ from ragmix.generation import (
 )
 from ragmix.generation._stream import TextStream
 from ragmix.types import Hit
-from tiny_models import minilm_tokenizer, tiny_bart, tiny_llama, torch_fixture
+from tiny_models import tiny_bart, tiny_llama
 
 PROMPTS = [
     "what is the capital of france?",
@@ -43,16 +43,6 @@ CONTINUATIONS = [
 
 
 # -- tiny models -----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def torch():
-    yield from torch_fixture()
-
-
-@pytest.fixture(scope="module")
-def tokenizer(torch):
-    return minilm_tokenizer()
 
 
 @pytest.fixture(scope="module")

@@ -5,28 +5,18 @@ from __future__ import annotations
 import math
 
 import pytest
-from tiny_models import minilm_tokenizer, tiny_bart, tiny_llama, torch_fixture
+from tiny_models import tiny_bart, tiny_llama
 
 from ragmix.marginal import math as rm
 from ragmix.marginal.rag_sequence import rag_sequence_decode
 from ragmix.marginal.rag_token import rag_token_decode
 from ragmix.marginal.scoring import score_passages, with_end
-from ragmix.marginal.state import DecodeState
+from ragmix.generation.decode_state import DecodeState
 
 PASSAGES = ["the lake varno lies north of kelm", "paris is the capital of france",
             "a much longer passage about rivers and the towns that lie on their shores",
             "hi"]
 QUESTION = "where is lake varno?"
-
-
-@pytest.fixture(scope="module")
-def torch():
-    yield from torch_fixture()
-
-
-@pytest.fixture(scope="module")
-def tokenizer(torch):
-    return minilm_tokenizer()
 
 
 @pytest.fixture(scope="module", params=["llama", "bart"])

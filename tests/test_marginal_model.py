@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from tiny_models import minilm_tokenizer, tiny_llama, torch_fixture
+from tiny_models import minilm_tokenizer, tiny_llama
 
 from ragmix.errors import BadInputError
 from ragmix.generation.prompt import build_passage_prompt
@@ -27,11 +27,6 @@ class FakeSearcher:
     def search(self, query: str, k: int, *, mode: str) -> list[Hit]:
         self.calls.append((query, k, mode))
         return self.hits[:k]
-
-
-@pytest.fixture(scope="module")
-def torch():
-    yield from torch_fixture()
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,6 @@ Hugging Face's conventions, and how ragmix reproduces them:
 from __future__ import annotations
 
 import pytest
-from tiny_models import minilm_tokenizer, torch_fixture
 
 from ragmix.marginal import math as rm
 from ragmix.marginal.rag_token import rag_token_decode
@@ -49,16 +48,6 @@ PASSAGES = [
 ANSWERS = ["north of kelm", "a sailor from the coast of the sea"]  # different lengths: padding
 K = 3
 TOL = 1e-4
-
-
-@pytest.fixture(scope="module")
-def torch():
-    yield from torch_fixture()
-
-
-@pytest.fixture(scope="module")
-def tokenizer(torch):
-    return minilm_tokenizer()
 
 
 @pytest.fixture(scope="module")

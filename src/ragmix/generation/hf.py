@@ -204,8 +204,7 @@ class HFGenerator:
         stream = TextStream(self._decode)
         answer: list[int] = []
         with torch.inference_mode():
-            steps = self._greedy_seq2seq if self.is_encoder_decoder else self._greedy_causal
-            for token in steps(prompt_ids, budget):
+            for token in self._greedy(prompt_ids, budget):
                 answer.append(token)
                 piece = stream.push(token)
                 if piece and on_token is not None:
@@ -302,49 +301,19 @@ class HFGenerator:
 
     # -- greedy decoding with a KV cache ---------------------------------------
 
-    def _greedy_causal(self, prompt_ids: list[int], budget: int) -> Iterator[int]:
-        torch = require("torch", "models")
-        step_ids = torch.tensor([prompt_ids])  # (1, P), then (1, 1) per step
-        length = len(prompt_ids)
-        keep = {"logits_to_keep": 1} if "logits_to_keep" in self._forward_params else {}
-        cache = None
-        for _ in range(budget):
-            out = self.model(
-                input_ids=step_ids,
-                attention_mask=torch.ones(1, length, dtype=torch.long),  # (1, past + new)
-                past_key_values=cache,
-                use_cache=True,
-                **keep,
-            )
-            cache = out.past_key_values
-            token = int(out.logits[0, -1].argmax())
-            if token in self._stop_ids:
-                return
-            yield token
-            step_ids = torch.tensor([[token]])
-            length += 1
+    def _greedy(self, prompt_ids: list[int], budget: int) -> Iterator[int]:
+        """Argmax tokens until a stop token or ``budget``, with the KV cache (causal or seq2seq)."""
+        from ragmix.generation.decode_state import DecodeState
 
-    def _greedy_seq2seq(self, prompt_ids: list[int], budget: int) -> Iterator[int]:
         torch = require("torch", "models")
-        enc_ids = torch.tensor([prompt_ids])  # (1, P)
-        enc_mask = torch.ones_like(enc_ids)
-        encoded = self.model.get_encoder()(input_ids=enc_ids, attention_mask=enc_mask)
-        step_ids = torch.tensor([self._decoder_prefix])  # (1, prefix), then (1, 1) per step
-        cache = None
-        for _ in range(budget):
-            out = self.model(
-                encoder_outputs=encoded,
-                attention_mask=enc_mask,
-                decoder_input_ids=step_ids,
-                past_key_values=cache,
-                use_cache=True,
-            )
-            cache = out.past_key_values
-            token = int(out.logits[0, -1].argmax())
+        state = DecodeState(self, [prompt_ids])
+        for step in range(budget):
+            token = int(state.next_lp[0].argmax())
             if token in self._stop_ids:
                 return
             yield token
-            step_ids = torch.tensor([[token]])
+            if step + 1 < budget:
+                state.advance(torch.tensor([token]))
 
     # -- teacher-forced scoring --------------------------------------------------
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from ragmix._extras import require
 from ragmix.marginal.beam import Finished, Hypothesis
-from ragmix.marginal.state import DecodeState
+from ragmix.generation.decode_state import DecodeState
 
 if TYPE_CHECKING:
     from torch import Tensor
