@@ -1,4 +1,4 @@
-"""N prompts decoded in lockstep with one KV cache: the engine under RAG-Token and RAG-Sequence.
+"""N prompts decoded in lockstep with one KV cache: the engine under greedy generation and RAG.
 
 Row r holds one (hypothesis, passage) pair. ``advance`` feeds one token per
 row and returns every row's next-token log-probabilities; ``select`` keeps,
