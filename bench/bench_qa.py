@@ -36,14 +36,6 @@ KEYS = ("em", "f1", "answer_recall@1", "answer_recall@5", "answer_recall@20", "s
         "retrieval_ms")
 
 
-class _Fused:
-    def __init__(self, collection, fusion: str) -> None:
-        self.collection, self.fusion = collection, fusion
-
-    def search(self, query: str, k: int, *, mode: str):
-        return self.collection.search(query, k, mode=mode, fusion=self.fusion)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA / "squad-open")
@@ -75,7 +67,7 @@ def main() -> None:
         for mode in args.modes.split(","):
             generation = mode.removesuffix("-thorough").removesuffix("-fast")
             report = evaluate_qa(
-                _Fused(col, args.fusion), generator, examples, mode=args.retrieval, k=args.k,
+                col.searcher(fusion=args.fusion), generator, examples, mode=args.retrieval, k=args.k,
                 max_new_tokens=args.max_new_tokens, progress=progress, generation=generation,
                 beams=args.beams, decoding="fast" if mode.endswith("-fast") else "thorough")
             row = {key: round(report.metrics[key], 4) for key in KEYS if key in report.metrics}

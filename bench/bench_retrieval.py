@@ -50,16 +50,6 @@ PUBLISHED = {  # ../shared/data/README.md
 }
 
 
-class _Fused:
-    """A collection searched with one fusion setting."""
-
-    def __init__(self, collection, fusion: str) -> None:
-        self.collection, self.fusion = collection, fusion
-
-    def search(self, query: str, k: int, *, mode: str):
-        return self.collection.search(query, k, mode=mode, fusion=self.fusion)
-
-
 def load_split(dataset: str, data: Path, limit: int | None, seed: int):
     """(corpus path, queries, qrels) of the dataset's evaluation split."""
     if dataset == "scifact":
@@ -93,7 +83,7 @@ def main() -> None:
     with col:
         for name in args.modes.split(","):
             mode, fusion = MODES[name]
-            report = evaluate_retrieval(_Fused(col, fusion), queries, qrels, mode=mode)
+            report = evaluate_retrieval(col.searcher(fusion=fusion), queries, qrels, mode=mode)
             result[name] = {key: round(report.metrics[key], 4) for key in KEYS}
             result[name]["query_ms_p50"] = round(
                 latency_summary(report.latency_s.values())["p50"], 2)

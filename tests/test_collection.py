@@ -175,3 +175,12 @@ def test_a_later_duplicate_id_wins(collection: Collection) -> None:
     assert report.unchanged == 1 and report.updated == 0
     assert collection.search("beta", k=1, mode="bm25")[0].text == "second version beta"
     assert collection.store.count_documents() == 1
+
+
+def test_searcher_fixes_fusion_and_source(collection, corpus) -> None:
+    collection.add([corpus])
+    bound = collection.searcher(fusion="rrf", source="*doc0001*")
+    hits = bound.search("marker1", 3, mode="hybrid")
+    assert hits == collection.search("marker1", 3, mode="hybrid", fusion="rrf",
+                                     source="*doc0001*")
+    assert hits and all("doc0001" in h.source for h in hits)

@@ -168,7 +168,7 @@ def retrieval(data_dir, split, corpus, queries, qrels, modes, fusion, collection
     col = _indexed(col_dir, corpus, encoder)
     reports = {}
     with col:
-        searcher = _FusionSearcher(col, fusion)
+        searcher = col.searcher(fusion=fusion)
         with RichProgress(err) as progress:
             for mode in modes:
                 reports[_label(mode, fusion)] = evaluate_retrieval(
@@ -214,16 +214,6 @@ def _write_plots(out_dir, metrics_by_mode, seconds_by_mode, *, prefix: str, what
         err.print(f"[yellow]no plots:[/] {exc}")
         return ""
     return f"## Plots\n\n![{label}]({RECALL_PNG})\n\n![latency]({LATENCY_PNG})\n"
-
-
-class _FusionSearcher:
-    """A collection whose hybrid searches use the command's --fusion."""
-
-    def __init__(self, collection, fusion: str) -> None:
-        self.collection, self.fusion = collection, fusion
-
-    def search(self, query: str, k: int, *, mode: str):
-        return self.collection.search(query, k, mode=mode, fusion=self.fusion)
 
 
 @eval_group.command("qa")
@@ -292,7 +282,7 @@ def qa(questions, collection_dir, corpus, encoder, modes, retrieval, fusion, k, 
             for mode in modes:
                 generation = mode.removesuffix("-fast")
                 reports[mode] = evaluate_qa(
-                    _FusionSearcher(col, fusion), gen, examples, mode=retrieval, k=k, regex=regex,
+                    col.searcher(fusion=fusion), gen, examples, mode=retrieval, k=k, regex=regex,
                     max_new_tokens=max_new_tokens, progress=progress,
                     generation="stuff" if no_generate else generation, tau=tau, beams=beams,
                     decoding="fast" if mode.endswith("-fast") else "thorough")

@@ -75,16 +75,6 @@ def _parse_index_options(pairs: tuple[str, ...]) -> dict[str, int]:
     return params
 
 
-class _Searcher:
-    """A collection searched with the command's --source and --fusion settings."""
-
-    def __init__(self, collection, source: str | None, fusion: str) -> None:
-        self.collection, self.source, self.fusion = collection, source, fusion
-
-    def search(self, query: str, k: int, *, mode: str):
-        return self.collection.search(query, k, mode=mode, source=self.source, fusion=self.fusion)
-
-
 def _open(collection_dir: str):
     from ragmix.store import Collection
 
@@ -218,7 +208,7 @@ def ask(question, collection_dir, mode, retrieval, k, source, fusion, tau, beams
     with _open(collection_dir) as col:
         with err.status(f"loading generator {generator}"):
             gen = load_generator(generator)
-        searcher = _Searcher(col, source, fusion)
+        searcher = col.searcher(fusion=fusion, source=source)
         stream = None if as_json else (lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
         if mode == "stuff":
             rag = RAG(searcher, gen, k=k, mode=retrieval, max_new_tokens=max_new_tokens or 200)

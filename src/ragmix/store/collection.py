@@ -252,6 +252,14 @@ class Collection:
         retriever = self.retriever(mode, fusion=fusion, dense_weight=dense_weight)
         return self.hits(retriever.retrieve(query, k, allowed_ids=allowed), temperature=temperature)
 
+    def searcher(self, *, fusion: str = DEFAULT_FUSION, source: str | None = None) -> BoundSearch:
+        """This collection with fixed search settings, for code that only passes ``mode``.
+
+        ``RAG``, ``MarginalRAG`` and the evaluation functions call
+        ``search(query, k, mode=...)``; this fixes the fusion and source filter.
+        """
+        return BoundSearch(self, fusion=fusion, source=source)
+
     def hits(self, scored: Sequence[ScoredId], *, temperature: float = 1.0) -> list[Hit]:
         """Materialise ranked chunk ids into :class:`Hit` values with p(z|x)."""
         if not scored:
@@ -281,3 +289,13 @@ class Collection:
             "disk_bytes": size,
             **asdict(self.manifest),
         }
+
+
+class BoundSearch:
+    """A collection searched with fixed ``fusion`` and ``source``: ``search(query, k, *, mode)``."""
+
+    def __init__(self, collection: Collection, *, fusion: str, source: str | None) -> None:
+        self.collection, self.fusion, self.source = collection, fusion, source
+
+    def search(self, query: str, k: int, *, mode: str) -> list[Hit]:
+        return self.collection.search(query, k, mode=mode, fusion=self.fusion, source=self.source)
