@@ -72,3 +72,23 @@ def tiny_bart(torch, tokenizer):
     return BartForConditionalGeneration(config).eval()
 
 
+
+
+def tiny_sentence_transformer(torch, tokenizer, folder):
+    """A random 2-layer BERT with mean pooling and normalisation, saved to ``folder``."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64,
+                        max_position_embeddings=128, hidden_dropout_prob=0.1,
+                        attention_probs_dropout_prob=0.1)
+    bert_dir = folder / "bert"
+    BertModel(config).save_pretrained(bert_dir)
+    tokenizer.save_pretrained(bert_dir)
+    word = Transformer(str(bert_dir), max_seq_length=64)
+    model = SentenceTransformer(modules=[word, Pooling(32, "mean"), Normalize()], device="cpu")
+    model.save(str(folder / "st"))
+    return model, folder / "st"

@@ -267,8 +267,10 @@ def delete(patterns, collection_dir):
 
 def _register_subgroups() -> None:
     from ragmix.cli.eval_cmd import eval_group
+    from ragmix.cli.train_cmd import train_group
 
     cli.add_command(eval_group)
+    cli.add_command(train_group)
 
 
 _register_subgroups()

@@ -32,7 +32,8 @@ def canonical_name(spec: str) -> str:
 
 def load_encoder(spec: str = DEFAULT_ENCODER) -> Encoder:
     """Build an encoder from a spec: ``minilm`` (default), ``minilm-int8`` (ONNX),
-    ``hashing-DIM``, or a local sentence-transformers folder.
+    ``hashing-DIM``, a local sentence-transformers folder, or a two-tower folder
+    written by ``ragmix train retriever --two-tower``.
 
     >>> load_encoder("hashing-32").dim
     32
@@ -51,6 +52,10 @@ def load_encoder(spec: str = DEFAULT_ENCODER) -> Encoder:
             raise BadInputError(f"hashing encoder spec must be 'hashing-DIM', got {spec!r}")
         return HashingEncoder(int(dim_text))
     if Path(spec).is_dir():
+        from ragmix.encoders.two_tower import TwoTowerEncoder, is_two_tower
+
+        if is_two_tower(spec):
+            return TwoTowerEncoder(spec)
         from ragmix.encoders.sentence_transformer import SentenceTransformerEncoder
 
         return SentenceTransformerEncoder(spec)

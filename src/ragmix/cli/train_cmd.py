@@ -1,0 +1,113 @@
+"""``ragmix train``: fine-tune the retriever (DPR) on your queries and passages.
+
+Examples::
+
+    ragmix train retriever --beir ../shared/data/scifact --out models/scifact-minilm
+    ragmix train retriever --squad ../shared/data/squad-open/train-v1.1.json.gz \\
+        --limit 5000 --negatives bm25,model --two-tower --out models/squad-dpr
+    ragmix index corpus/ --encoder models/scifact-minilm --collection trained-col
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import TimeRemainingColumn
+
+err = Console(stderr=True)
+
+
+@click.group("train")
+def train_group() -> None:
+    """Fine-tune ragmix's models on your data."""
+
+
+def _negatives(text: str) -> tuple[str, ...]:
+    from ragmix.training.retriever_config import NEGATIVE_KINDS
+
+    kinds = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    if kinds in ((), ("none",)):
+        return ()
+    bad = [k for k in kinds if k not in NEGATIVE_KINDS]
+    if bad:
+        raise click.BadParameter(f"{bad[0]!r}; use a comma list of {', '.join(NEGATIVE_KINDS)} "
+                                 "or 'none' (in-batch negatives only)", param_hint="--negatives")
+    return kinds
+
+
+@train_group.command("retriever")
+@click.option("--beir", "beir_dir", type=click.Path(file_okay=False, exists=True),
+              help="BEIR folder: queries.jsonl, corpus.jsonl, qrels/SPLIT.tsv.")
+@click.option("--split", default="train", show_default=True, help="BEIR qrels split to train on.")
+@click.option("--squad", "squad_file", type=click.Path(dir_okay=False, exists=True),
+              help="SQuAD v1.1 JSON (.json or .json.gz): each question's paragraph is its positive.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for the trained model (sentence-transformers format).")
+@click.option("--base", default="minilm", show_default=True,
+              help="Starting model: minilm (packaged) or a sentence-transformers folder.")
+@click.option("--negatives", default="bm25", show_default=True,
+              help="Hard negatives: bm25, model, bm25,model or none (in-batch only).")
+@click.option("--hard-negatives", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Hard negatives per query, per source, per step.")
+@click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Queries per step (in-batch negatives).")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="GradCache chunk: lower it if memory runs short; results do not change.")
+@click.option("--lr", type=float, default=2e-5, show_default=True)
+@click.option("--temperature", type=float, default=0.05, show_default=True)
+@click.option("--learn-temperature", is_flag=True, help="Learn the temperature (CLIP-style).")
+@click.option("--two-tower", is_flag=True, help="Separate query and passage encoders (DPR).")
+@click.option("--max-seq-length", type=click.IntRange(min=8), default=256, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Train on a seeded sample of this many queries.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def retriever_command(beir_dir, split, squad_file, out_dir, base, negatives, hard_negatives,
+                      epochs, batch_size, chunk_size, lr, temperature, learn_temperature,
+                      two_tower, max_seq_length, limit, seed):
+    """Train a bi-encoder contrastively (InfoNCE) with in-batch and hard negatives."""
+    import random
+
+    from ragmix.training.pairs import TrainingSet, load_beir_pairs, load_squad_pairs
+    from ragmix.training.retriever import RetrieverTrainer
+    from ragmix.training.retriever_config import RetrieverTrainConfig
+
+    if (beir_dir is None) == (squad_file is None):
+        raise click.UsageError("give exactly one of --beir FOLDER or --squad FILE")
+    config = RetrieverTrainConfig(
+        epochs=epochs, batch_size=batch_size, chunk_size=chunk_size, lr=lr,
+        temperature=temperature, learn_temperature=learn_temperature,
+        negatives=_negatives(negatives), hard_negatives=hard_negatives, two_tower=two_tower,
+        max_seq_length=max_seq_length, seed=seed)
+    err.print("loading training data")
+    data = load_beir_pairs(beir_dir, split) if beir_dir else load_squad_pairs(squad_file)
+    if limit is not None and limit < len(data.pairs):
+        data = TrainingSet(tuple(random.Random(seed).sample(data.pairs, limit)), data.corpus)
+    err.print(f"{len(data.pairs)} queries, {len(data.corpus)} passages; negatives: "
+              f"in-batch{''.join(' + ' + n for n in config.negatives)}")
+    trainer = RetrieverTrainer(base, data, config)
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("loss {task.fields[loss]:.4f}  tau {task.fields[tau]:.4f}"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=err)
+    task = None
+
+    def progress(event: str, **info) -> None:
+        nonlocal task
+        if event == "stage":
+            err.print(info["text"])
+        elif event == "start":
+            task = bars.add_task("training", total=info["total"], loss=float("nan"),
+                                 tau=trainer.temperature)
+        elif event == "step" and task is not None:
+            bars.update(task, advance=1, loss=info["loss"], tau=info["temperature"])
+
+    with bars:
+        report = trainer.train(out_dir, progress=progress)
+    first, last = report.log[0].loss, report.log[-1].loss
+    err.print(f"trained {report.steps} steps in {report.seconds:.0f} s, loss {first:.3f} -> "
+              f"{last:.3f}; saved to {Path(out_dir)}")
+    err.print(f"use it: ragmix index PATH --encoder {out_dir}   or   ragmix reembed "
+              f"--collection DIR --encoder {out_dir} --out NEW_DIR")

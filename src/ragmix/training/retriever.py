@@ -1,0 +1,239 @@
+"""DPR-style training of a bi-encoder (Karpukhin et al., 2020), from a sentence-transformers model.
+
+Each step takes ``batch_size`` queries, one positive passage each, and
+``hard_negatives`` mined passages per query and source; every query is scored
+against the whole pool of passages with InfoNCE (``infonce.py``). Large batches
+fit in CPU memory through gradient caching (``gradcache.py``). The result is a
+sentence-transformers folder (two subfolders for two towers) that
+``ragmix index --encoder PATH`` and ``ragmix reembed`` use.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragmix._extras import require
+from ragmix.encoders.two_tower import TWO_TOWER_FILE
+from ragmix.training.infonce import info_nce, pool_exclusions
+from ragmix.training.negatives import Negatives, bm25_negatives, model_negatives
+from ragmix.training.pairs import TrainingSet, TrainPair
+from ragmix.training.retriever_config import RetrieverTrainConfig
+
+TRAINING_LOG = "ragmix_training.json"
+MAX_SCALE = 100.0  # CLIP's cap on a learned 1/temperature
+
+
+@dataclass(frozen=True)
+class StepLog:
+    step: int
+    loss: float
+    temperature: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RetrieverTrainReport:
+    """Where the model went and how training went."""
+
+    output: Path
+    steps: int
+    seconds: float
+    mined: dict[str, float]  # source -> mean negatives found per query
+    log: tuple[StepLog, ...]
+
+
+def embed(model: Any, texts: list[str]):
+    """(n, D) embeddings of ``texts`` from a SentenceTransformer, with a graph if grad is on."""
+    return model(model.preprocess(list(texts)))["sentence_embedding"]
+
+
+def _numpy_embedder(model: Any) -> Callable[[list[str]], np.ndarray]:
+    def run(texts: list[str]) -> np.ndarray:
+        out = model.encode(texts, batch_size=64, normalize_embeddings=False,
+                           convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(out, dtype=np.float32)
+    return run
+
+
+class RetrieverTrainer:
+    """Fine-tunes a sentence-transformers model on (query, positive) pairs.
+
+    >>> trainer = RetrieverTrainer("minilm", data, RetrieverTrainConfig())  # doctest: +SKIP
+    >>> trainer.train("models/scifact-minilm")  # doctest: +SKIP
+    """
+
+    def __init__(self, base: str | Path, data: TrainingSet, config: RetrieverTrainConfig,
+                 *, model: Any = None) -> None:
+        torch = require("torch", "models")
+        self.config, self.data = config, data
+        random.seed(config.seed)
+        np.random.seed(config.seed)
+        torch.manual_seed(config.seed)
+        self.passage_model = model if model is not None else _load(base)
+        self.passage_model.max_seq_length = config.max_seq_length
+        self.query_model = (copy.deepcopy(self.passage_model) if config.two_tower
+                            else self.passage_model)
+        self.log_scale = torch.nn.Parameter(torch.tensor(math.log(1 / config.temperature)),
+                                            requires_grad=config.learn_temperature)
+        self.negatives: dict[str, Negatives] = {}
+
+    @property
+    def temperature(self) -> float:
+        return 1.0 / min(math.exp(float(self.log_scale)), MAX_SCALE)
+
+    def mine(self, progress: Callable[[str], None] | None = None) -> dict[str, float]:
+        """Mine every configured source of hard negatives; returns the mean found per query."""
+        cfg, pairs, corpus = self.config, self.data.pairs, self.data.corpus
+        for source in cfg.negatives:
+            if progress is not None:
+                progress(f"mining {source} negatives")
+            if source == "bm25":
+                found = bm25_negatives(pairs, corpus, count=cfg.mine_pool, depth=cfg.mine_depth)
+            else:
+                found = model_negatives(
+                    pairs, corpus, _numpy_embedder(self.query_model),
+                    _numpy_embedder(self.passage_model), count=cfg.mine_pool,
+                    depth=cfg.mine_depth, max_ratio=cfg.max_ratio)
+            self.negatives[source] = found
+        return {s: float(np.mean([len(v) for v in n.values()])) for s, n in self.negatives.items()}
+
+    def batches(self, rng: random.Random) -> list[list[TrainPair]]:
+        order = list(self.data.pairs)
+        rng.shuffle(order)
+        size = self.config.batch_size
+        return [order[i : i + size] for i in range(0, len(order), size)]
+
+    def pool(self, batch: list[TrainPair], rng: random.Random) -> tuple[list[str], list[int]]:
+        """The batch's passage ids (positives first, then hard negatives) and each target."""
+        ids = [rng.choice(p.positives) for p in batch]
+        targets = list(range(len(batch)))
+        for pair in batch:
+            for source in self.config.negatives:
+                mined = self.negatives.get(source, {}).get(pair.query_id, ())
+                take = min(self.config.hard_negatives, len(mined))
+                ids += rng.sample(mined, take)
+        return ids, targets
+
+    def step_loss(self, batch: list[TrainPair], pool_ids: list[str], targets: list[int]):
+        """Back-propagate one step's loss with gradient caching; returns the loss."""
+        torch = require("torch", "models")
+        from ragmix.training.gradcache import cached_backward
+
+        excluded = torch.tensor(pool_exclusions([frozenset(p.positives) for p in batch],
+                                                pool_ids))  # (B, N)
+        target = torch.tensor(targets)  # (B,)
+
+        def loss_fn(q, d):  # (B, D), (N, D)
+            scale = self.log_scale.exp().clamp(max=MAX_SCALE)
+            return info_nce(q, d, target, temperature=1.0 / scale, excluded=excluded)
+
+        return cached_backward(
+            [lambda t: embed(self.query_model, t), lambda t: embed(self.passage_model, t)],
+            [[p.query for p in batch], [self.data.corpus[i] for i in pool_ids]], loss_fn,
+            chunk_size=self.config.chunk_size)
+
+    def train(self, output: str | Path, *, progress: Callable[..., None] | None = None,
+              ) -> RetrieverTrainReport:
+        """Mine, train for ``epochs`` and save to ``output``; ``progress(event, **info)``."""
+        torch = require("torch", "models")
+        transformers = require("transformers", "models")
+        cfg = self.config
+        began = time.perf_counter()
+        say = (lambda text: progress("stage", text=text)) if progress else None
+        mined = self.mine(say)
+        rng = random.Random(cfg.seed)
+        steps_per_epoch = math.ceil(len(self.data.pairs) / cfg.batch_size)
+        total = steps_per_epoch * cfg.epochs
+        params = list(self._parameters())
+        optimizer = torch.optim.AdamW([
+            {"params": params, "weight_decay": cfg.weight_decay},
+            {"params": [self.log_scale], "lr": cfg.lr * 100, "weight_decay": 0.0}], lr=cfg.lr)
+        schedule = transformers.get_linear_schedule_with_warmup(
+            optimizer, int(cfg.warmup * total), total)
+        self._train_mode(True)
+        log: list[StepLog] = []
+        if progress is not None:
+            progress("start", total=total)
+        step = 0
+        for epoch in range(cfg.epochs):
+            if epoch > 0 and "model" in cfg.negatives:  # ANCE: re-mine with the current model
+                self._train_mode(False)
+                self.negatives["model"] = self._remine()
+                self._train_mode(True)
+            for batch in self.batches(rng):
+                pool_ids, targets = self.pool(batch, rng)
+                optimizer.zero_grad()
+                loss = self.step_loss(batch, pool_ids, targets)
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                schedule.step()
+                step += 1
+                log.append(StepLog(step, float(loss), self.temperature,
+                                   time.perf_counter() - began))
+                if progress is not None:
+                    progress("step", step=step, loss=float(loss), temperature=self.temperature)
+        self._train_mode(False)
+        report = RetrieverTrainReport(Path(output), step, time.perf_counter() - began, mined,
+                                      tuple(log))
+        self.save(output, report)
+        return report
+
+    def _remine(self) -> Negatives:
+        cfg = self.config
+        return model_negatives(self.data.pairs, self.data.corpus,
+                               _numpy_embedder(self.query_model),
+                               _numpy_embedder(self.passage_model), count=cfg.mine_pool,
+                               depth=cfg.mine_depth, max_ratio=cfg.max_ratio)
+
+    def _parameters(self):
+        seen = set()
+        for model in (self.query_model, self.passage_model):
+            for p in model.parameters():
+                if id(p) not in seen and p.requires_grad:
+                    seen.add(id(p))
+                    yield p
+
+    def _train_mode(self, on: bool) -> None:
+        self.query_model.train(on)
+        self.passage_model.train(on)
+
+    def save(self, output: str | Path, report: RetrieverTrainReport) -> None:
+        """A sentence-transformers folder, or ``query/`` + ``document/`` for two towers."""
+        output = Path(output)
+        output.mkdir(parents=True, exist_ok=True)
+        if self.config.two_tower:
+            self.query_model.save(str(output / "query"))
+            self.passage_model.save(str(output / "document"))
+            (output / TWO_TOWER_FILE).write_text(json.dumps(
+                {"query": "query", "document": "document"}, indent=1))
+        else:
+            self.passage_model.save(str(output))
+        (output / TRAINING_LOG).write_text(json.dumps({
+            "config": asdict(self.config), "steps": report.steps,
+            "seconds": round(report.seconds, 1), "mined_per_query": report.mined,
+            "final_temperature": self.temperature,
+            "log": [asdict(s) for s in report.log]}, indent=1))
+
+
+def _load(base: str | Path) -> Any:
+    st = require("sentence_transformers", "models")
+    from ragmix.encoders import _MINILM_ALIASES
+    from ragmix.encoders.sentence_transformer import packaged_minilm_path
+    from ragmix.errors import BadInputError
+
+    if str(base) in _MINILM_ALIASES:
+        base = packaged_minilm_path()
+    if not Path(base).is_dir():
+        raise BadInputError(f"base model {str(base)!r} is not 'minilm' or a local "
+                            "sentence-transformers folder")
+    return st.SentenceTransformer(str(base), device="cpu")

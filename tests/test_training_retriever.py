@@ -1,0 +1,224 @@
+"""Retriever training: the InfoNCE loss, gradient caching, mined negatives, the trainer."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ragmix.errors import BadInputError
+from ragmix.training.negatives import bm25_negatives, contains_answer, model_negatives
+from ragmix.training.pairs import TrainingSet, TrainPair
+from ragmix.training.retriever_config import RetrieverTrainConfig
+
+
+def brute_info_nce(q, d, targets, temperature, excluded):
+    total = 0.0
+    for b in range(len(q)):
+        scores = [float(q[b] @ d[n]) / temperature for n in range(len(d))
+                  if n == targets[b] or not excluded[b][n]]
+        top = float(q[b] @ d[targets[b]]) / temperature
+        total += np.log(np.sum(np.exp(scores))) - top
+    return total / len(q)
+
+
+def test_info_nce_equals_brute_force_loop(torch):
+    from ragmix.training.infonce import info_nce, pool_exclusions
+
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(4, 8, generator=g, dtype=torch.float64)
+    d = torch.randn(10, 8, generator=g, dtype=torch.float64)
+    targets = torch.tensor([0, 1, 2, 3])
+    positives = [frozenset({"p0", "p5"}), frozenset({"p1"}), frozenset({"p2"}), frozenset({"p3"})]
+    ids = [f"p{i}" for i in range(10)]
+    excluded = pool_exclusions(positives, ids)
+    assert excluded[0][5] and not excluded[1][5]
+    got = info_nce(q, d, targets, temperature=2.0, excluded=torch.tensor(excluded))
+    assert float(got) == pytest.approx(brute_info_nce(q.numpy(), d.numpy(), targets.tolist(),
+                                                      2.0, excluded), rel=1e-9)
+    # without exclusions the second positive of query 0 counts as a negative: a higher loss
+    plain = info_nce(q, d, targets, temperature=2.0)
+    assert float(plain) > float(got)
+
+
+def test_info_nce_target_is_never_masked(torch):
+    from ragmix.training.infonce import info_nce
+
+    q, d = torch.eye(2), torch.eye(2)
+    everything = torch.ones(2, 2, dtype=torch.bool)
+    assert float(info_nce(q, d, torch.tensor([0, 1]), temperature=1.0, excluded=everything)) == 0
+
+
+def _encoder(torch):
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Dropout(0.2),
+                               torch.nn.Linear(16, 4))
+
+
+def test_grad_cache_equals_one_big_batch(torch):
+    from ragmix.training.gradcache import cached_backward
+    from ragmix.training.infonce import info_nce
+
+    g = torch.Generator().manual_seed(3)
+    queries, passages = torch.randn(12, 6, generator=g), torch.randn(20, 6, generator=g)
+    targets = torch.arange(12)
+    scale = torch.nn.Parameter(torch.tensor(3.0))
+
+    def loss_fn(q, d):
+        q = torch.nn.functional.normalize(q, dim=-1)
+        d = torch.nn.functional.normalize(d, dim=-1)
+        return info_nce(q, d, targets, temperature=1 / scale)
+
+    def grads(model):
+        return [p.grad.clone() for p in model.parameters()] + [scale.grad.clone()]
+
+    enc = _encoder(torch).eval()  # no dropout: chunking cannot matter
+    loss_fn(enc(queries), enc(passages)).backward()
+    plain = grads(enc)
+    enc.zero_grad(), scale.grad.zero_()
+    loss = cached_backward([enc, enc], [queries, passages], loss_fn, chunk_size=5)
+    cached = grads(enc)
+    for a, b in zip(plain, cached):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        assert float(loss) == pytest.approx(float(loss_fn(enc(queries), enc(passages))), rel=1e-6)
+
+
+def test_grad_cache_replays_dropout(torch):
+    from ragmix.training.gradcache import cached_backward
+    from ragmix.training.infonce import info_nce
+
+    g = torch.Generator().manual_seed(4)
+    queries, passages = torch.randn(6, 6, generator=g), torch.randn(6, 6, generator=g)
+    targets = torch.arange(6)
+
+    def loss_fn(q, d):
+        return info_nce(q, d, targets, temperature=1.0)
+
+    enc = _encoder(torch).train()
+    torch.manual_seed(7)  # the reference: the same chunks, embedded with a graph
+    q = torch.cat([enc(queries[:4]), enc(queries[4:])])
+    d = torch.cat([enc(passages[:4]), enc(passages[4:])])
+    loss_fn(q, d).backward()
+    plain = [p.grad.clone() for p in enc.parameters()]
+    enc.zero_grad()
+    torch.manual_seed(7)
+    cached_backward([enc, enc], [queries, passages], loss_fn, chunk_size=4)
+    for a, b in zip(plain, [p.grad for p in enc.parameters()]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def _toy_set() -> TrainingSet:
+    topics = ["volcano lava eruption", "piano music concert", "rocket orbit launch",
+              "bread flour oven", "river delta flood", "chess opening gambit"]
+    corpus, pairs = {}, []
+    for i, topic in enumerate(topics):
+        corpus[f"d{i}"] = f"{topic} {topic} facts and history about the {topic.split()[0]}"
+        corpus[f"n{i}"] = f"{topic.split()[0]} trivia unrelated gossip"
+        pairs.append(TrainPair(f"q{i}", f"tell me about {topic}", (f"d{i}",), ()))
+    return TrainingSet(tuple(pairs), corpus)
+
+
+def test_bm25_negatives_never_hold_a_positive_or_an_answer():
+    data = _toy_set()
+    corpus = {**data.corpus, "x0": "volcano lava Eruption in Iceland"}
+    pairs = [*data.pairs, TrainPair("qa", "volcano lava", ("d0",), ("eruption",))]
+    mined = bm25_negatives(pairs, corpus, count=5)
+    for pair in pairs:
+        assert mined[pair.query_id], pair
+        assert not set(mined[pair.query_id]) & set(pair.positives)
+    assert {"n0", "x0"} <= set(mined["q0"])  # they share "volcano" with the query
+    assert "n0" in mined["qa"] and "x0" not in mined["qa"]  # x0 holds the answer
+
+
+def test_model_negatives_drop_near_positive_scores():
+    corpus = {"pos": "p", "twin": "t", "far": "f"}
+    vectors = {"pos": [1.0, 0.0], "twin": [0.99, 0.14], "far": [0.0, 1.0], "q": [1.0, 0.0]}
+
+    def embed(texts):
+        return np.array([vectors[{"p": "pos", "t": "twin", "f": "far"}.get(t, "q")]
+                         for t in texts], dtype=np.float32)
+
+    pair = TrainPair("q", "query", ("pos",))
+    kept = model_negatives([pair], corpus, embed, embed, count=5)["q"]
+    assert kept == ("far",)  # "twin" scores 0.99 x the positive: a likely false negative
+    loose = model_negatives([pair], corpus, embed, embed, count=5, max_ratio=1.5)["q"]
+    assert loose == ("twin", "far")
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(BadInputError, match="negatives must be among"):
+        RetrieverTrainConfig(negatives=("cross-encoder",))
+    with pytest.raises(BadInputError, match="batch_size must be > 0"):
+        RetrieverTrainConfig(batch_size=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("two_tower", [False, True])
+def test_trainer_lowers_the_loss_and_saves_a_loadable_encoder(torch, tokenizer, tmp_path,
+                                                              two_tower):
+    from tiny_models import tiny_sentence_transformer
+
+    from ragmix.encoders import load_encoder
+    from ragmix.training.retriever import RetrieverTrainer
+
+    data = _toy_set()
+    model, _ = tiny_sentence_transformer(torch, tokenizer, tmp_path)
+    config = RetrieverTrainConfig(epochs=12, batch_size=6, chunk_size=4, lr=3e-3, warmup=0.0,
+                                  temperature=0.1, negatives=("bm25",), two_tower=two_tower,
+                                  max_seq_length=32)
+    trainer = RetrieverTrainer("unused", data, config, model=model)
+    report = trainer.train(tmp_path / "out")
+    losses = [s.loss for s in report.log]
+    assert report.steps == 12
+    assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3])
+    encoder = load_encoder(str(tmp_path / "out"))
+    q = encoder.encode_queries([p.query for p in data.pairs])
+    d = encoder.encode_documents([data.corpus[p.positives[0]] for p in data.pairs])
+    assert (np.argmax(q @ d.T, axis=1) == np.arange(len(q))).mean() >= 5 / 6
+    log = json.loads((tmp_path / "out" / "ragmix_training.json").read_text())
+    assert log["config"]["two_tower"] is two_tower and len(log["log"]) == 12
+    if two_tower:
+        assert type(encoder).__name__ == "TwoTowerEncoder"
+
+
+def _write_beir(folder, data: TrainingSet) -> None:
+    (folder / "qrels").mkdir(parents=True)
+    with (folder / "corpus.jsonl").open("w") as fh:
+        for pid, text in data.corpus.items():
+            fh.write(json.dumps({"_id": pid, "title": "", "text": text}) + "\n")
+    with (folder / "queries.jsonl").open("w") as fh:
+        for pair in data.pairs:
+            fh.write(json.dumps({"_id": pair.query_id, "text": pair.query}) + "\n")
+    lines = ["query-id\tcorpus-id\tscore"] + [f"{p.query_id}\t{p.positives[0]}\t1"
+                                              for p in data.pairs]
+    (folder / "qrels" / "train.tsv").write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.slow
+def test_cli_trains_from_beir_and_the_model_indexes(torch, tokenizer, tmp_path):
+    from click.testing import CliRunner
+    from tiny_models import tiny_sentence_transformer
+
+    from ragmix.cli.main import cli
+    from ragmix.store import Collection
+
+    _write_beir(tmp_path / "beir", _toy_set())
+    _, base = tiny_sentence_transformer(torch, tokenizer, tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(cli, [
+        "train", "retriever", "--beir", str(tmp_path / "beir"), "--base", str(base),
+        "--out", str(tmp_path / "model"), "--batch-size", "3", "--epochs", "2",
+        "--negatives", "bm25", "--max-seq-length", "32"])
+    assert result.exit_code == 0, result.output
+    assert "trained 4 steps" in result.output
+    with Collection.create(tmp_path / "col", encoder=str(tmp_path / "model")) as col:
+        col.add([tmp_path / "beir" / "corpus.jsonl"])
+        assert col.manifest.encoder == str((tmp_path / "model").resolve())
+        assert col.search("volcano lava", k=1, mode="dense")
+    bad = runner.invoke(cli, ["train", "retriever", "--out", str(tmp_path / "x")])
+    assert bad.exit_code != 0 and "exactly one of --beir" in bad.output
+    bad = runner.invoke(cli, ["train", "retriever", "--beir", str(tmp_path / "beir"),
+                              "--out", str(tmp_path / "x"), "--negatives", "colbert"])
+    assert bad.exit_code != 0 and "'colbert'" in bad.output
