@@ -149,6 +149,31 @@ def index(paths, collection_dir, encoder, chunker, chunk_size, overlap, index_ki
 
 
 @cli.command()
+@collection_option
+@click.option("--encoder", required=True,
+              help="The new encoder: a folder from ragmix train retriever, minilm, hashing-DIM.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory for the re-embedded collection (the source is left as it is).")
+def reembed(collection_dir, encoder, out_dir):
+    """Copy a collection with every passage embedded by another encoder.
+
+    An interrupted run resumes when started again with the same options.
+    """
+    from ragmix.cli.progress import RichProgress
+    from ragmix.store.reembed import reembed as run
+
+    with err.status(f"loading encoder {encoder}"):
+        from ragmix.encoders import load_encoder
+
+        enc = load_encoder(encoder)
+    with RichProgress(err) as progress:
+        col = run(collection_dir, out_dir, enc, progress=progress)
+    with col:
+        chunks = col.store.count_chunks()
+    err.print(f"[green]re-embedded[/] {chunks} chunks with {enc.name} into {out_dir}")
+
+
+@cli.command()
 @click.argument("query")
 @collection_option
 @mode_option

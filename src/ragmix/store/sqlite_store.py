@@ -129,9 +129,11 @@ class SqliteStore:
                 out[row] = np.frombuffer(found[chunk_id], dtype=np.float32)
         return out
 
-    def iter_texts(self, batch: int = 10_000) -> Iterator[tuple[np.ndarray, list[str]]]:
-        """All chunk ids and texts in id order, in batches: ((n,) int64, texts)."""
-        cursor = self._db.execute("SELECT id, text FROM chunks ORDER BY id")
+    def iter_texts(self, batch: int = 10_000, *, after: int = -1,
+                   ) -> Iterator[tuple[np.ndarray, list[str]]]:
+        """Chunk ids above ``after`` and their texts in id order, in batches: ((n,) int64, texts)."""
+        cursor = self._db.execute("SELECT id, text FROM chunks WHERE id > ? ORDER BY id",
+                                  (int(after),))
         while rows := cursor.fetchmany(batch):
             yield np.array([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows]
 
@@ -155,7 +157,33 @@ class SqliteStore:
         )
         return [DocumentRow(*r) for r in rows]
 
+    def meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
     # -- writes (each call is one transaction) ------------------------------
+    def set_embeddings(self, ids: Sequence[int], vectors: np.ndarray,
+                       meta: dict[str, str | None] | None = None) -> None:
+        """Replace the embeddings (n, dim) of chunks ``ids`` (n,), and set or delete ``meta``
+        keys (None deletes) in the same transaction."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        with self._transaction() as db:
+            db.executemany("UPDATE chunks SET embedding = ? WHERE id = ?",
+                           [(vectors[i].tobytes(), int(c)) for i, c in enumerate(ids)])
+            for key, value in (meta or {}).items():
+                if value is None:
+                    db.execute("DELETE FROM meta WHERE key = ?", (key,))
+                else:
+                    db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def copy_to(self, path: Path) -> None:
+        """A consistent copy of the whole database at ``path`` (SQLite's online backup)."""
+        target = sqlite3.connect(str(path))
+        try:
+            self._db.backup(target)
+        finally:
+            target.close()
+
     def replace_documents(
         self, items: Iterable[tuple[Document, Sequence[Chunk], np.ndarray]]
     ) -> list[int]:
