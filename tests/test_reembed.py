@@ -65,7 +65,7 @@ def test_an_interrupted_reembed_resumes(source, tmp_path):
 def test_cli_reembed(source, tmp_path):
     from ragmix.cli.main import cli
 
-    result = CliRunner().invoke(cli, ["reembed", "-c", str(source), "--encoder", "hashing-32",
+    result = CliRunner().invoke(cli, ["reembed", "-c", str(source), "--encoder", "hashing-512",
                                       "--out", str(tmp_path / "new")])
     assert result.exit_code == 0, result.output
     assert "re-embedded" in result.output
