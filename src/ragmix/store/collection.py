@@ -73,6 +73,8 @@ class Collection:
         self.directory = directory
         self.manifest = manifest
         self._encoder = encoder
+        # A fine-tuned query tower (ragmix train rag) searching the frozen passage index.
+        self.query_encoder: Encoder | None = None
         self.store = SqliteStore(directory / STORE_FILE)
         self.chunker: Chunker = chunker_from_settings(manifest.chunker)
         self.views = Views(directory, self.store, manifest.index, manifest.bm25, manifest.dim)
@@ -115,8 +117,13 @@ class Collection:
         return cls(directory, manifest, enc)
 
     @classmethod
-    def open(cls, directory: str | Path, *, encoder: Encoder | None = None) -> Collection:
-        """Open an existing collection; ``encoder`` must be the one that built it."""
+    def open(cls, directory: str | Path, *, encoder: Encoder | None = None,
+             query_encoder: Encoder | None = None) -> Collection:
+        """Open an existing collection; ``encoder`` must be the one that built it.
+
+        ``query_encoder`` embeds queries instead of ``encoder`` (a query tower
+        fine-tuned against this index, of the same dimension).
+        """
         directory = Path(directory)
         manifest = Manifest.load(directory)
         if encoder is not None and (encoder.name != manifest.encoder or encoder.dim != manifest.dim):
@@ -125,7 +132,14 @@ class Collection:
                 f"(dim {manifest.dim}), not {encoder.name!r} (dim {encoder.dim}); open it "
                 "without an encoder, or re-index into a new collection"
             )
-        return cls(directory, manifest, encoder)
+        col = cls(directory, manifest, encoder)
+        if query_encoder is not None:
+            if query_encoder.dim != manifest.dim:
+                raise EncoderMismatchError(
+                    f"query encoder {query_encoder.name!r} has dim {query_encoder.dim}, the "
+                    f"collection {str(directory)!r} dim {manifest.dim}")
+            col.query_encoder = query_encoder
+        return col
 
     @classmethod
     def open_or_create(cls, directory: str | Path, **create_options: Any) -> Collection:
@@ -227,7 +241,7 @@ class Collection:
         exact = None
         if index.kind in REFINED_KINDS:  # lossy codes: re-score a shortlist from SQLite
             exact = partial(self.store.embeddings, dim=self.manifest.dim)
-        dense = DenseRetriever(self.encoder, index, exact_vectors=exact)
+        dense = DenseRetriever(self.query_encoder or self.encoder, index, exact_vectors=exact)
         if mode == "dense":
             return dense
         sparse = BM25Retriever(self.views.bm25(persist=False))

@@ -1,0 +1,315 @@
+"""Joint fine-tuning of RAG's query encoder and generator (Lewis et al., 2020, 2.4).
+
+For each (question, answer): embed the question with the query encoder,
+retrieve the top-k passages from the frozen index, take the prior
+log p(z|x) = log_softmax(d(z) . q(x) / tau) with the passage embeddings read
+from the store (constants: the document encoder and the index never change),
+score the gold answer under each passage with the generator (teacher forcing)
+and minimise the marginal negative log-likelihood of RAG-Sequence or
+RAG-Token. Its gradient reaches the generator (LoRA adapters or every
+weight) and, through the prior, the query encoder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragmix._extras import require
+from ragmix.errors import BadInputError
+from ragmix.generation.prompt import build_passage_prompt
+from ragmix.marginal.math import rag_sequence_nll, rag_token_nll
+from ragmix.marginal.scoring import score_passages, with_end
+from ragmix.training.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    trainable_state,
+)
+from ragmix.training.collapse import CollapseMonitor
+from ragmix.training.negatives import contains_answer
+from ragmix.training.rag_config import RagTrainConfig
+from ragmix.training.retriever import embed
+from ragmix.types import Hit
+
+RUN_FILE = "ragmix_rag.json"
+
+
+@dataclass(frozen=True)
+class RagStepLog:
+    step: int
+    loss: float
+    seconds: float
+    entropy: float  # of p(z|x), window mean
+    top1_changed: float  # share whose top-1 passage differs from the untrained encoder's
+    answer_recall: float  # share whose k passages contain an answer
+    distinct_top1: float
+
+
+@dataclass(frozen=True)
+class RagTrainReport:
+    output: Path
+    steps: int
+    seconds: float
+    resumed_from: int
+    log: tuple[RagStepLog, ...]
+    warnings: tuple[str, ...]
+
+
+def training_plan(n_examples: int, n_items: int, seed: int) -> list[int]:
+    """Example indices for ``n_items`` draws: a fresh seeded permutation per pass.
+
+    >>> training_plan(3, 7, 0)[:3] != training_plan(3, 7, 1)[:3] or True
+    True
+    >>> sorted(training_plan(3, 6, 0)[:3])
+    [0, 1, 2]
+    """
+    order: list[int] = []
+    epoch = 0
+    while len(order) < n_items:
+        block = list(range(n_examples))
+        random.Random(seed * 1_000_003 + epoch).shuffle(block)
+        order += block
+        epoch += 1
+    return order[:n_items]
+
+
+class RagTrainer:
+    """Fine-tunes a generator and a query encoder through the RAG marginal likelihood.
+
+    Example::
+
+        col = Collection.open("squad-col")
+        trainer = RagTrainer(col, load_generator("smollm2"), examples, RagTrainConfig())
+        trainer.train("runs/squad-rag")  # resumes from runs/squad-rag/checkpoints if present
+    """
+
+    def __init__(self, collection: Any, generator: Any, examples: Sequence[Any],
+                 config: RagTrainConfig, *, query_model: Any = None) -> None:
+        torch = require("torch", "models")
+        if not examples:
+            raise BadInputError("no training examples")
+        if not hasattr(generator, "score_ids"):
+            raise BadInputError("joint training needs a local Hugging Face generator "
+                                f"(HFGenerator), got {type(generator).__name__}")
+        self.col, self.gen, self.examples, self.config = collection, generator, examples, config
+        random.seed(config.seed)
+        np.random.seed(config.seed)
+        torch.manual_seed(config.seed)
+        self.index = collection.views.dense(persist=False)
+        if len(self.index) < config.k:
+            raise BadInputError(f"the collection holds {len(self.index)} passages, fewer than "
+                                f"k={config.k}")
+        self.query_model = query_model if query_model is not None else _query_model(
+            collection.manifest.encoder)
+        self.query_model.requires_grad_(config.train_query_encoder)
+        self.lora = _add_lora(generator.model, config) if config.lora else None
+        self.plan = training_plan(len(examples), config.steps * config.batch_size, config.seed)
+
+    # -- one step -------------------------------------------------------------
+    def _answer_ids(self, answer: str) -> list[int]:
+        ids = with_end(self.gen, self.gen.encode_answer(answer))
+        cap = self.config.max_answer_tokens
+        return ids if len(ids) <= cap else ids[: cap - 1] + ids[-1:]
+
+    def retrieve(self, questions: list[str]):
+        """Query embeddings (B, D) with a graph, top-k ids (B, K), their prior log p(z|x) (B, K)."""
+        torch = require("torch", "models")
+        q = embed(self.query_model, questions)  # (B, D)
+        _, ids = self.index.search(q.detach().float().numpy(), self.config.k)  # (B, K)
+        if (ids < 0).any():
+            raise BadInputError("the index returned fewer than k passages")
+        dim = self.col.manifest.dim
+        d = torch.from_numpy(self.col.store.embeddings(ids.ravel(), dim))  # (B*K, D)
+        d = d.view(len(questions), self.config.k, dim)  # (B, K, D)
+        scores = torch.einsum("bkd,bd->bk", d, q.float())  # (B, K)
+        return ids, (scores / self.config.tau).log_softmax(-1)
+
+    def loss(self, batch: list[Any], monitor: CollapseMonitor | None = None,
+             initial_top1: dict[int, int] | None = None, indices: list[int] | None = None):
+        """The mean marginal NLL of a batch of examples (question, answers), with a graph."""
+        cfg = self.config
+        questions = [ex.question for ex in batch]
+        ids, doc_lp = self.retrieve(questions)
+        rows = self.col.store.chunk_rows(ids.ravel().tolist())
+        prompts = [[self.gen.encode_prompt(build_passage_prompt(q, _hit(rows[int(i)], r,
+                                                                         cfg.passage_words)))
+                    for r, i in enumerate(row)] for q, row in zip(questions, ids)]
+        answers = [self._answer_ids(ex.answers[0]) for ex in batch]
+        smooth = cfg.label_smoothing > 0
+        scores = score_passages(self.gen, prompts, answers, full=smooth)
+        nll = rag_sequence_nll if cfg.mode == "rag-sequence" else rag_token_nll
+        losses = nll(scores.token_lp, scores.mask, doc_lp.to(scores.token_lp.dtype),
+                     label_smoothing=cfg.label_smoothing, full_lp=scores.full_lp)  # (B,)
+        if monitor is not None:
+            probs = doc_lp.detach().exp().tolist()
+            for b, ex in enumerate(batch):
+                texts = [rows[int(i)].text for i in ids[b]]
+                start = initial_top1.get(indices[b], int(ids[b, 0])) if initial_top1 else -1
+                monitor.add(probs[b], int(ids[b, 0]), start,
+                            contains_answer(" ".join(texts), ex.answers))
+        return losses.mean()
+
+    # -- the loop -------------------------------------------------------------
+    def _parameters(self) -> list[Any]:
+        params = [p for p in self.gen.model.parameters() if p.requires_grad]
+        if self.config.train_query_encoder:
+            params += [p for p in self.query_model.parameters() if p.requires_grad]
+        return params
+
+    def _initial_top1(self) -> dict[int, int]:
+        """The untrained encoder's top-1 passage for every planned example."""
+        torch = require("torch", "models")
+        wanted = sorted(set(self.plan))
+        out: dict[int, int] = {}
+        self.query_model.eval()
+        with torch.no_grad():
+            for start in range(0, len(wanted), 256):
+                part = wanted[start : start + 256]
+                q = embed(self.query_model, [self.examples[i].question for i in part])
+                _, ids = self.index.search(q.float().numpy(), 1)
+                out.update({i: int(row[0]) for i, row in zip(part, ids)})
+        return out
+
+    def train(self, output: str | Path, *, resume: bool = True,
+              progress: Callable[..., None] | None = None) -> RagTrainReport:
+        """Train for ``config.steps`` steps, checkpointing under ``output/checkpoints``.
+
+        With ``resume`` (default) an existing checkpoint is continued exactly.
+        ``progress(event, **info)`` gets "start" (total, done) and "step" events.
+        """
+        torch = require("torch", "models")
+        transformers = require("transformers", "models")
+        cfg, output = self.config, Path(output)
+        gen_params = [p for p in self.gen.model.parameters() if p.requires_grad]
+        groups = [{"params": gen_params, "lr": cfg.lr}]
+        if cfg.train_query_encoder:
+            groups.append({"params": list(self.query_model.parameters()), "lr": cfg.query_lr})
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        schedule = transformers.get_linear_schedule_with_warmup(
+            optimizer, int(cfg.warmup * cfg.steps), cfg.steps)
+        monitor = CollapseMonitor(cfg.monitor_window)
+        log: list[RagStepLog] = []
+        warnings: list[str] = []
+        step, elapsed = 0, 0.0
+        checkpoints = output / "checkpoints"
+        found = latest_checkpoint(checkpoints) if resume else None
+        if found is not None:
+            state = load_checkpoint(found)
+            if state["config"] != asdict(cfg):
+                raise BadInputError(f"checkpoint {str(found)!r} was made with other settings; "
+                                    "use the same options, or a new output folder")
+            self._load_trainable(self.gen.model, state["generator"])
+            self.query_model.load_state_dict(state["query_model"])
+            optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+            initial_top1, monitor = state["initial_top1"], state["monitor"]
+            log = [RagStepLog(**row) for row in state["log"]]
+            warnings, step, elapsed = list(state["warnings"]), state["step"], state["seconds"]
+        else:
+            initial_top1 = self._initial_top1()
+        resumed_from = step
+        self.gen.model.train()
+        self.query_model.train(cfg.train_query_encoder)
+        params = self._parameters()
+        if progress is not None:
+            progress("start", total=cfg.steps, done=step)
+        began = time.perf_counter() - elapsed
+        while step < cfg.steps:
+            indices = self.plan[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            optimizer.zero_grad()
+            loss = self.loss([self.examples[i] for i in indices], monitor, initial_top1, indices)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            schedule.step()
+            step += 1
+            stats = monitor.stats()
+            log.append(RagStepLog(step, float(loss.detach()), round(time.perf_counter() - began, 2),
+                                  stats.entropy, stats.top1_changed, stats.answer_recall,
+                                  stats.distinct_top1))
+            if stats.warning and (not warnings or warnings[-1] != stats.warning):
+                warnings.append(stats.warning)
+                if progress is not None:
+                    progress("warning", text=stats.warning)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                save_checkpoint(checkpoints, step, {
+                    "config": asdict(cfg), "generator": trainable_state(self.gen.model),
+                    "query_model": self.query_model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                    "initial_top1": initial_top1, "monitor": monitor,
+                    "log": [asdict(r) for r in log], "warnings": warnings,
+                    "seconds": time.perf_counter() - began})
+            if progress is not None:
+                progress("step", step=step, loss=float(loss.detach()), stats=stats)
+        self.gen.model.eval()
+        self.query_model.eval()
+        report = RagTrainReport(output, step, time.perf_counter() - began, resumed_from,
+                                tuple(log), tuple(warnings))
+        self.save(output, report)
+        return report
+
+    @staticmethod
+    def _load_trainable(module: Any, saved: dict[str, Any]) -> None:
+        torch = require("torch", "models")
+        named = dict(module.named_parameters())
+        with torch.no_grad():
+            for name, value in saved.items():
+                named[name].copy_(value)
+
+    def save(self, output: Path, report: RagTrainReport) -> None:
+        """``generator/`` (a model folder, LoRA merged), ``query_encoder/`` and the run log.
+
+        Use them with ``ragmix ask --generator OUT/generator --query-encoder
+        OUT/query_encoder -c COLLECTION``.
+        """
+        import copy
+
+        output.mkdir(parents=True, exist_ok=True)
+        model = self.gen.model
+        if self.lora is not None:  # merge a copy: the live model keeps its adapters
+            model = copy.deepcopy(self.lora).merge_and_unload()
+        model.save_pretrained(output / "generator")
+        self.gen.tokenizer.save_pretrained(output / "generator")
+        self.query_model.save(str(output / "query_encoder"))
+        (output / RUN_FILE).write_text(json.dumps({
+            "config": asdict(self.config), "collection": str(self.col.directory.resolve()),
+            "document_encoder": self.col.manifest.encoder, "generator": self.gen.name,
+            "examples": len(self.examples), "steps": report.steps,
+            "seconds": round(report.seconds, 1), "resumed_from": report.resumed_from,
+            "warnings": list(report.warnings), "log": [asdict(r) for r in report.log]},
+            indent=1))
+
+
+def _hit(row: Any, rank: int, words: int) -> Hit:
+    text = " ".join(row.text.split()[:words])
+    return Hit(row.chunk_id, row.doc_id, text, 0.0, 0.0, rank + 1, title=row.title)
+
+
+def _query_model(encoder_name: str) -> Any:
+    """The collection's encoder as a trainable SentenceTransformer (the query tower of two)."""
+    from ragmix.encoders import load_encoder
+
+    encoder = load_encoder(encoder_name)
+    model = getattr(encoder, "query_model", None) or getattr(encoder, "model", None)
+    if model is None or not hasattr(model, "preprocess"):
+        raise BadInputError(f"the collection's encoder {encoder_name!r} cannot be trained; "
+                            "joint training needs a sentence-transformers encoder (minilm or "
+                            "a folder)")
+    return model
+
+
+def _add_lora(model: Any, config: RagTrainConfig) -> Any:
+    """LoRA adapters on every linear layer but the output head; the rest is frozen."""
+    peft = require("peft", "train")
+    lora = peft.LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0,
+                           target_modules="all-linear")
+    return peft.LoraModel(model, lora, "default")  # injects into ``model`` in place
