@@ -155,3 +155,34 @@ def test_config_is_validated():
         RagTrainConfig(mode="stuff")
     with pytest.raises(BadInputError, match="k must be > 0"):
         RagTrainConfig(k=0)
+
+
+@pytest.mark.slow
+def test_cli_trains_resumes_and_asks_with_the_trained_models(setup, torch, tokenizer, tmp_path):
+    from click.testing import CliRunner
+    from tiny_models import tiny_llama
+
+    from ragmix.cli.main import cli
+
+    col, _ = setup
+    tiny_llama(torch, tokenizer).save_pretrained(tmp_path / "gen")
+    tokenizer.save_pretrained(tmp_path / "gen")
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"question": ex.question, "answers": list(ex.answers)})
+                             + "\n" for ex in _examples()))
+    args = ["train", "rag", "--pairs", str(pairs), "-c", str(col.directory), "--out",
+            str(tmp_path / "run"), "--generator", str(tmp_path / "gen"), "-k", "2",
+            "--batch-size", "2", "--checkpoint-every", "2", "--passage-words", "16"]
+    runner = CliRunner()
+    first = runner.invoke(cli, [*args, "--steps", "2"])
+    assert first.exit_code == 0, first.output
+    more = runner.invoke(cli, [*args, "--steps", "2", "--lr", "1e-3"])
+    assert more.exit_code != 0 and "other settings" in more.output
+    run = json.loads((tmp_path / "run" / "ragmix_rag.json").read_text())
+    assert run["steps"] == 2 and run["config"]["k"] == 2
+    answer = runner.invoke(cli, [
+        "ask", "what about piano?", "-c", str(col.directory), "--mode", "rag-token", "-k", "2",
+        "-r", "dense", "--generator", str(tmp_path / "run" / "generator"), "--query-encoder",
+        str(tmp_path / "run" / "query_encoder"), "--max-new-tokens", "3", "--json"])
+    assert answer.exit_code == 0, answer.output
+    assert json.loads(answer.output[answer.output.index("{"):])["mode"] == "rag-token"

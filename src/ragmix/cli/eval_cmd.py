@@ -20,7 +20,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ragmix.cli.options import MODES, fusion_option, retrieval_option
+from ragmix.cli.options import MODES, fusion_option, query_encoder_option, retrieval_option
 from ragmix.retrieval.retrievers import DEFAULT_FUSION
 
 err = Console(stderr=True)
@@ -239,12 +239,13 @@ def _write_plots(out_dir, metrics_by_mode, seconds_by_mode, *, prefix: str, what
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --limit sample.")
 @click.option("--generator", default="smollm2", show_default=True, envvar="RAGMIX_GENERATOR",
               help="smollm2 (packaged) or a local Hugging Face model folder.")
+@query_encoder_option
 @click.option("--no-generate", is_flag=True, help="Measure answer recall@k only (no generator).")
 @click.option("--regex", is_flag=True, help="Gold answers are regular expressions (CuratedTREC).")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=32, show_default=True)
 @out_option
 def qa(questions, collection_dir, corpus, encoder, modes, retrieval, fusion, k, tau, beams,
-       limit, seed, generator, no_generate, regex, max_new_tokens, out_dir):
+       limit, seed, generator, query_encoder, no_generate, regex, max_new_tokens, out_dir):
     """Exact match, token F1 and answer recall@1/5/10/20 of each generation mode.
 
     The same sampled questions for every mode; answer recall comes from the
@@ -269,6 +270,14 @@ def qa(questions, collection_dir, corpus, encoder, modes, retrieval, fusion, k, 
         col_dir, col = Path(collection_dir), Collection.open(collection_dir)
     else:
         raise click.UsageError("give --collection DIR, --corpus FILE, or both")
+    if query_encoder is not None:
+        from ragmix.encoders import load_encoder
+
+        try:
+            col.use_query_encoder(load_encoder(query_encoder))
+        except BaseException:
+            col.close()
+            raise
     modes = (retrieval,) if no_generate else (modes or ("stuff",))
     reports = {}
     with col:
@@ -293,7 +302,8 @@ def qa(questions, collection_dir, corpus, encoder, modes, retrieval, fusion, k, 
             "collection": _collection_meta(col_dir, info),
             "settings": {"k": k, "retrieval": retrieval, "fusion": fusion, "tau": tau,
                          "beams": beams, "max_new_tokens": max_new_tokens,
-                         "generator": None if no_generate else generator}}
+                         "generator": None if no_generate else generator,
+                         "query_encoder": query_encoder}}
     plots = _write_plots(out_dir, {mode: r.metrics for mode, r in reports.items()},
                          {mode: [q.retrieval_s + (q.generation_s or 0.0) for q in r.results]
                           for mode, r in reports.items()},

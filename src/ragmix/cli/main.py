@@ -25,6 +25,7 @@ from ragmix.cli.options import (
     MODES,
     fusion_option,
     marginal_options,
+    query_encoder_option,
     retrieval_option,
 )
 from ragmix.errors import RagmixError
@@ -75,10 +76,14 @@ def _parse_index_options(pairs: tuple[str, ...]) -> dict[str, int]:
     return params
 
 
-def _open(collection_dir: str):
+def _open(collection_dir: str, query_encoder: str | None = None):
     from ragmix.store import Collection
 
-    return Collection.open(collection_dir)
+    if query_encoder is None:
+        return Collection.open(collection_dir)
+    from ragmix.encoders import load_encoder
+
+    return Collection.open(collection_dir, query_encoder=load_encoder(query_encoder))
 
 
 @cli.command()
@@ -209,6 +214,7 @@ def search(query, collection_dir, mode, k, source, fusion, as_json):
 @marginal_options
 @click.option("--generator", default="smollm2", show_default=True, envvar="RAGMIX_GENERATOR",
               help="smollm2 (packaged) or a local Hugging Face model folder.")
+@query_encoder_option
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=None,
               help="Answer length cap [default: 200 for stuff, 32 for rag-*].")
 @click.option("--explain", is_flag=True,
@@ -217,7 +223,7 @@ def search(query, collection_dir, mode, k, source, fusion, as_json):
               help="Also save the per-token posterior heat map as a PNG (implies --explain).")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer and sources as JSON.")
 def ask(question, collection_dir, mode, retrieval, k, source, fusion, tau, beams, decoding,
-        generator, max_new_tokens, explain, explain_png, as_json):
+        generator, query_encoder, max_new_tokens, explain, explain_png, as_json):
     """Answer QUESTION from the collection, with its sources.
 
     \b
@@ -230,7 +236,7 @@ def ask(question, collection_dir, mode, retrieval, k, source, fusion, tau, beams
     explain = explain or explain_png is not None
     if explain and mode == "stuff":
         raise click.UsageError("--explain needs --mode rag-sequence or rag-token")
-    with _open(collection_dir) as col:
+    with _open(collection_dir, query_encoder) as col:
         with err.status(f"loading generator {generator}"):
             gen = load_generator(generator)
         searcher = col.searcher(fusion=fusion, source=source)

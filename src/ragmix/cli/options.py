@@ -41,3 +41,8 @@ def marginal_options(fn):
 
 __all__ = ["CHUNKER_NAMES", "DECODINGS", "FUSIONS", "GENERATION_MODES", "INDEX_KINDS", "MODES",
            "fusion_option", "marginal_options", "retrieval_option"]
+
+
+query_encoder_option = click.option(
+    "--query-encoder", default=None, type=click.Path(file_okay=False, exists=True),
+    help="A query tower fine-tuned on this collection (OUT/query_encoder from ragmix train rag).")

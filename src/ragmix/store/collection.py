@@ -134,12 +134,16 @@ class Collection:
             )
         col = cls(directory, manifest, encoder)
         if query_encoder is not None:
-            if query_encoder.dim != manifest.dim:
-                raise EncoderMismatchError(
-                    f"query encoder {query_encoder.name!r} has dim {query_encoder.dim}, the "
-                    f"collection {str(directory)!r} dim {manifest.dim}")
-            col.query_encoder = query_encoder
+            col.use_query_encoder(query_encoder)
         return col
+
+    def use_query_encoder(self, encoder: Encoder) -> None:
+        """Embed queries with ``encoder`` (a fine-tuned query tower of the same dimension)."""
+        if encoder.dim != self.manifest.dim:
+            raise EncoderMismatchError(
+                f"query encoder {encoder.name!r} has dim {encoder.dim}, the collection "
+                f"{str(self.directory)!r} dim {self.manifest.dim}")
+        self.query_encoder = encoder
 
     @classmethod
     def open_or_create(cls, directory: str | Path, **create_options: Any) -> Collection:

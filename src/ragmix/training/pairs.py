@@ -88,3 +88,15 @@ def load_squad_pairs(path: str | Path, *, id_prefix: str = "train") -> TrainingS
                 qid = str(qa["id"]) if qa.get("id") is not None else f"{pid}/q{j}"
                 pairs.append(TrainPair(qid, qa["question"].strip(), (pid,), answers))
     return TrainingSet(tuple(pairs), corpus)
+
+
+def load_qa_pairs(path: str | Path) -> list:
+    """(question, answers) examples from QA JSONL (SQuAD-open, NQ-open) or a SQuAD v1.1 file."""
+    from ragmix.evaluation.datasets import QAExample, load_qa
+
+    name = Path(path).name
+    if name.endswith((".json", ".json.gz")):
+        data = load_squad_pairs(path)
+        return [QAExample(p.query_id, p.query, p.answers, p.positives[0]) for p in data.pairs
+                if p.answers]
+    return load_qa(path)
