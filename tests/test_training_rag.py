@@ -186,3 +186,18 @@ def test_cli_trains_resumes_and_asks_with_the_trained_models(setup, torch, token
         str(tmp_path / "run" / "query_encoder"), "--max-new-tokens", "3", "--json"])
     assert answer.exit_code == 0, answer.output
     assert json.loads(answer.output[answer.output.index("{"):])["mode"] == "rag-token"
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_top_layers_limits_what_trains(setup, lora):
+    from ragmix.training.rag import RagTrainer
+
+    col, fresh = setup
+    gen, query = fresh()
+    trainer = RagTrainer(col, gen, _examples(), _config(top_layers=1, lora=lora),
+                         query_model=query)
+    trainer.loss(_examples()[:3]).backward()
+    trained = {n for n, p in gen.model.named_parameters() if p.requires_grad}
+    assert trained and all(".layers.1." in n or n.endswith("model.norm.weight") for n in trained)
+    assert all(p.grad is not None for n, p in gen.model.named_parameters() if n in trained)
+    assert not any(".layers.0." in n for n in trained)

@@ -135,6 +135,9 @@ def retriever_command(beir_dir, split, squad_file, out_dir, base, negatives, har
               help="Temperature of the prior p(z|x) over dense scores.")
 @click.option("--full", is_flag=True, help="Fine-tune every generator weight (default: LoRA).")
 @click.option("--lora-r", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--top-layers", type=click.IntRange(min=1), default=None,
+              help="Adapt only the top N decoder layers: much cheaper steps on CPU "
+                   "(e.g. 10 of SmolLM2's 30) [default: all].")
 @click.option("--freeze-query-encoder", is_flag=True, help="Train the generator only.")
 @click.option("--passage-words", type=click.IntRange(min=1), default=128, show_default=True,
               help="Cut passages to this many words in the prompts (cost grows with length).")
@@ -147,7 +150,7 @@ def retriever_command(beir_dir, split, squad_file, out_dir, base, negatives, har
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-resume", is_flag=True, help="Start over even if OUT has checkpoints.")
 def rag_command(pairs_file, collection_dir, out_dir, mode, generator, k, steps, batch_size, lr,
-                query_lr, tau, full, lora_r, freeze_query_encoder, passage_words,
+                query_lr, tau, full, lora_r, top_layers, freeze_query_encoder, passage_words,
                 max_answer_tokens, label_smoothing, checkpoint_every, limit, seed, no_resume):
     """Fine-tune the generator and the query encoder end to end (the paper's RAG training).
 
@@ -172,7 +175,8 @@ def rag_command(pairs_file, collection_dir, out_dir, mode, generator, k, steps, 
     config = RagTrainConfig(
         mode=mode, k=k, tau=tau, steps=steps, batch_size=batch_size,
         lr=lr if lr is not None else (2e-5 if full else 3e-4), query_lr=query_lr, lora=not full,
-        lora_r=lora_r, lora_alpha=2 * lora_r, train_query_encoder=not freeze_query_encoder,
+        lora_r=lora_r, lora_alpha=2 * lora_r, top_layers=top_layers,
+        train_query_encoder=not freeze_query_encoder,
         passage_words=passage_words, max_answer_tokens=max_answer_tokens,
         label_smoothing=label_smoothing, checkpoint_every=checkpoint_every, seed=seed)
     examples = load_qa_pairs(pairs_file)

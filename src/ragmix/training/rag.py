@@ -111,7 +111,13 @@ class RagTrainer:
         self.query_model = query_model if query_model is not None else _query_model(
             collection.manifest.encoder)
         self.query_model.requires_grad_(config.train_query_encoder)
-        self.lora = _add_lora(generator.model, config) if config.lora else None
+        layers = _top_layers(generator.model, config.top_layers)
+        if config.lora:
+            self.lora = _add_lora(generator.model, config, layers)
+        else:
+            self.lora = None
+            if layers is not None:
+                _freeze_below(generator.model, layers)
         self.plan = training_plan(len(examples), config.steps * config.batch_size, config.seed)
 
     # -- one step -------------------------------------------------------------
@@ -307,9 +313,38 @@ def _query_model(encoder_name: str) -> Any:
     return model
 
 
-def _add_lora(model: Any, config: RagTrainConfig) -> Any:
-    """LoRA adapters on every linear layer but the output head; the rest is frozen."""
+def _top_layers(model: Any, top: int | None) -> list[int] | None:
+    """Indices of the top ``top`` decoder layers of a causal model (None: every layer)."""
+    if top is None:
+        return None
+    config = model.config
+    if getattr(config, "is_encoder_decoder", False):
+        raise BadInputError("top_layers applies to causal (decoder-only) generators; leave it out")
+    total = int(config.num_hidden_layers)
+    return list(range(max(0, total - top), total))
+
+
+def _freeze_below(model: Any, layers: list[int]) -> None:
+    """Full fine-tuning of the given layers and the final norm only; the rest is frozen."""
+    import re
+
+    keep = {str(i) for i in layers}
+    for name, param in model.named_parameters():
+        found = re.search(r"\.layers\.(\d+)\.", name)
+        param.requires_grad_((found is not None and found.group(1) in keep)
+                             or name.endswith("model.norm.weight"))
+
+
+def _add_lora(model: Any, config: RagTrainConfig, layers: list[int] | None) -> Any:
+    """LoRA adapters on the linear layers (of ``layers``, or all) but the output head."""
     peft = require("peft", "train")
+    torch = require("torch", "models")
+    options: dict[str, Any] = {"target_modules": "all-linear"}
+    if layers is not None:  # peft wants the module names spelled out with a layer filter
+        names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                        if isinstance(m, torch.nn.Linear) and ".layers." in n})
+        options = {"target_modules": names, "layers_to_transform": layers,
+                   "layers_pattern": "layers"}
     lora = peft.LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0,
-                           target_modules="all-linear")
+                           **options)
     return peft.LoraModel(model, lora, "default")  # injects into ``model`` in place

@@ -25,6 +25,10 @@ class RagTrainConfig:
     lora: bool = True  # LoRA adapters (peft) instead of full fine-tuning: faster, smaller
     lora_r: int = 16
     lora_alpha: int = 32
+    # Adapt only the top N decoder layers (None: all). Backward then stops at layer L-N,
+    # and the layers below run without saving activations: on SmolLM2 (30 layers) N=10
+    # makes a step about 3x cheaper on CPU.
+    top_layers: int | None = None
     train_query_encoder: bool = True  # the paper's setting; False freezes retrieval too
     passage_words: int = 128  # cut each passage to this many words: cost is prompt length
     max_answer_tokens: int = 24  # longer gold answers are cut (end token kept)
@@ -40,6 +44,8 @@ class RagTrainConfig:
                      "checkpoint_every", "monitor_window"):
             if getattr(self, name) <= 0:
                 raise BadInputError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.top_layers is not None and self.top_layers <= 0:
+            raise BadInputError(f"top_layers must be > 0 (or None for all), got {self.top_layers}")
         for name in ("tau", "lr", "query_lr"):
             if not getattr(self, name) > 0:
                 raise BadInputError(f"{name} must be > 0, got {getattr(self, name)}")
