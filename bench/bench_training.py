@@ -1,6 +1,7 @@
-"""Does training move the numbers? Retriever training on SciFact (and, later, joint RAG on SQuAD).
+"""Does training move the numbers? Retriever training on SciFact, joint RAG training on SQuAD.
 
     .venv/bin/python bench/bench_training.py retriever [--configs bm25] [--epochs 1]
+    .venv/bin/python bench/bench_training.py rag [--steps 150] [--k 3] [--top-layers 10]
 
 ``retriever``: fine-tunes the packaged all-MiniLM-L6-v2 on SciFact's train
 qrels (809 queries) with InfoNCE, once per negative configuration:
@@ -15,11 +16,21 @@ with it (bench/.work/retrieval-scifact-MODEL/) and the 300 test queries are
 scored, dense and hybrid (weighted fusion, the default). Results merge into
 bench/results/training.json under "scifact_retriever", beside the untrained
 figures from bench/results/retrieval_scifact.json.
+
+``rag``: the paper's joint fine-tuning of SmolLM2 (LoRA) and the MiniLM query
+encoder on ``steps x batch`` seeded SQuAD v1.1 train questions, retrieving from
+the frozen SQuAD-open index that bench/bench_retrieval.py --dataset squad
+builds. Then the 300 dev questions of bench/bench_qa.py --limit 300 (same
+seed) are answered with k=5, hybrid retrieval, in the trained mode; dense
+answer recall@5 is measured before and after (the query encoder learns only
+from the generator's loss). Results go under "squad_rag", beside the frozen
+baselines of bench/results/qa_squad.json.
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 import json
 import time
 
@@ -86,6 +97,74 @@ def retriever(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def rag(args: argparse.Namespace) -> None:
+    import random
+
+    from ragmix.evaluation.datasets import load_qa
+    from ragmix.evaluation.run_qa import evaluate_qa, sample_questions
+    from ragmix.evaluation.run_retrieval import index_corpus
+    from ragmix.generation import load_generator
+    from ragmix.training.pairs import load_qa_pairs
+    from ragmix.training.rag import RagTrainer
+    from ragmix.training.rag_config import RagTrainConfig
+
+    folder = require_data(args.data)
+    config = RagTrainConfig(mode=args.mode, k=args.k, steps=args.steps,
+                            batch_size=args.batch_size, lr=args.lr, top_layers=args.top_layers,
+                            passage_words=args.passage_words, seed=args.seed,
+                            checkpoint_every=25)
+    pool = load_qa_pairs(folder / "train-v1.1.json.gz")
+    examples = random.Random(args.seed).sample(pool, config.steps * config.batch_size)
+    dev = sample_questions(load_qa(folder / "dev-questions.jsonl"), args.eval_questions, 0)
+    name = (f"squad-{args.mode}-k{args.k}-s{args.steps}x{args.batch_size}"
+            f"-top{args.top_layers or 'all'}")
+    out = ROOT / "bench" / ".work" / "runs" / name
+    work = ROOT / "bench" / ".work" / "retrieval-squad-all-MiniLM-L6-v2"
+    col, _ = index_corpus(work, folder / "paragraphs.jsonl", encoder="minilm")
+    row: dict[str, object] = {}
+    with col:
+        before = evaluate_qa(col.searcher(), None, dev, mode="dense", k=5).metrics
+        print(f"== {name}: {len(examples)} train questions -> {out}", flush=True)
+        trainer = RagTrainer(col, load_generator("smollm2"), examples, config)
+        began = time.perf_counter()
+        report = trainer.train(out, progress=lambda event, **info: print(
+            f"  step {info['step']} loss {info['loss']:.3f} H {info['stats'].entropy:.2f} "
+            f"AR@k {info['stats'].answer_recall:.2f} moved {info['stats'].top1_changed:.2f}",
+            flush=True) if event == "step" and info["step"] % 5 == 0 else None)
+        train_s = time.perf_counter() - began
+        from ragmix.encoders.sentence_transformer import SentenceTransformerEncoder
+
+        col.use_query_encoder(SentenceTransformerEncoder(out / "query_encoder"))
+        after = evaluate_qa(col.searcher(), None, dev, mode="dense", k=5).metrics
+        generator = load_generator(str(out / "generator"))
+        qa = evaluate_qa(col.searcher(), generator, dev, mode="hybrid", k=5,
+                         generation=args.mode, decoding=args.decoding,
+                         beams=args.beams).metrics
+        last = report.log[-1]
+        row = {"config": asdict(config), "train_questions":
+               len(examples), "train_s": round(train_s, 1), "s_per_step": round(
+                   train_s / max(1, report.steps - report.resumed_from), 2),
+               "loss_first_last_window": [round(sum(r.loss for r in report.log[:10]) / 10, 3),
+                                          round(sum(r.loss for r in report.log[-10:]) / 10, 3)],
+               "final_window": {"entropy": round(last.entropy, 3),
+                                "top1_changed": round(last.top1_changed, 3),
+                                "answer_recall": round(last.answer_recall, 3)},
+               "warnings": list(report.warnings),
+               "dense_answer_recall@5": {"before": round(before["answer_recall@5"], 4),
+                                         "after": round(after["answer_recall@5"], 4)},
+               "eval": {"questions": len(dev), "retrieval": "hybrid", "k": 5,
+                        "decoding": args.decoding if args.mode == "rag-sequence" else "greedy",
+                        "beams": args.beams,
+                        **{k: round(qa[k], 4) for k in ("em", "f1", "answer_recall@5",
+                                                        "s_per_question")}}}
+        print(json.dumps(row, indent=1), flush=True)
+    path = RESULTS / "training.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results.setdefault("squad_rag", {})[name] = row
+    write_result("training.json", results)
+    print(f"wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -98,9 +177,24 @@ def main() -> None:
     r.add_argument("--lr", type=float, default=2e-5)
     r.add_argument("--temperature", type=float, default=0.05)
     r.add_argument("--seed", type=int, default=0)
+    g = sub.add_parser("rag", help="SQuAD joint fine-tuning of SmolLM2 + the query encoder")
+    g.add_argument("--data", type=__import__("pathlib").Path, default=DATA / "squad-open")
+    g.add_argument("--mode", choices=("rag-sequence", "rag-token"), default="rag-sequence")
+    g.add_argument("--steps", type=int, default=150)
+    g.add_argument("--batch-size", type=int, default=4)
+    g.add_argument("--k", type=int, default=3, help="passages per question in training")
+    g.add_argument("--lr", type=float, default=3e-4)
+    g.add_argument("--top-layers", type=int, default=10)
+    g.add_argument("--passage-words", type=int, default=100)
+    g.add_argument("--eval-questions", type=int, default=300)
+    g.add_argument("--decoding", choices=("thorough", "fast"), default="fast")
+    g.add_argument("--beams", type=int, default=2)
+    g.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.command == "retriever":
         retriever(args)
+    else:
+        rag(args)
 
 
 if __name__ == "__main__":
