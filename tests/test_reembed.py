@@ -72,3 +72,10 @@ def test_cli_reembed(source, tmp_path):
     result = CliRunner().invoke(cli, ["search", "marker2", "-c", str(tmp_path / "new"), "-k", "1",
                                       "--mode", "dense", "--json"])
     assert result.exit_code == 0 and "doc0002.md" in result.output
+
+
+def test_resuming_with_another_encoder_is_refused(source, tmp_path):
+    with pytest.raises(RuntimeError, match="power cut"):
+        reembed(source, tmp_path / "new", FailingEncoder(128, fail_on=2), batch=4)
+    with pytest.raises(CollectionError, match="unfinished re-embedding"):
+        reembed(source, tmp_path / "new", "hashing-256", batch=4)

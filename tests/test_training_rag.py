@@ -201,3 +201,37 @@ def test_top_layers_limits_what_trains(setup, lora):
     assert trained and all(".layers.1." in n or n.endswith("model.norm.weight") for n in trained)
     assert all(p.grad is not None for n, p in gen.model.named_parameters() if n in trained)
     assert not any(".layers.0." in n for n in trained)
+
+
+def test_collapse_monitor_warns_only_on_collapse():
+    from ragmix.training.collapse import CollapseMonitor
+
+    healthy = CollapseMonitor(window=5)
+    for step in range(40):  # repeated questions and shared passages are normal
+        for b in range(4):
+            q = (step * 4 + b) % 12
+            healthy.add(q, [0.6, 0.4], top1=q // 2, initial_top1=q // 2, has_answer=True)
+        healthy.end_step()
+    assert healthy.stats().warning is None and healthy.stats().answer_recall == 1.0
+    collapsed = CollapseMonitor(window=5)
+    for step in range(40):
+        for b in range(4):
+            q = (step * 4 + b) % 12
+            late = step >= 20
+            collapsed.add(q, [1.0, 0.0], top1=0 if late else q, initial_top1=q,
+                          has_answer=not late)
+        collapsed.end_step()
+    stats = collapsed.stats()
+    assert stats.warning and "collapsing" in stats.warning
+    assert stats.top1_changed > 0.8 and stats.entropy == 0.0
+
+
+def test_checkpoints_keep_two_and_skip_a_torn_one(torch, tmp_path):
+    from ragmix.training.checkpoint import load_latest, save_checkpoint
+
+    for step in (1, 2, 3):
+        save_checkpoint(tmp_path, step, {"w": torch.full((2,), float(step))})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-2", "step-3"]
+    (tmp_path / "step-3" / "state.pt").write_bytes(b"torn")
+    state = load_latest(tmp_path)
+    assert state["step"] == 2 and float(state["w"][0]) == 2.0

@@ -56,7 +56,7 @@ def _negatives(text: str) -> tuple[str, ...]:
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
               help="Queries per step (in-batch negatives).")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=8, show_default=True,
-              help="GradCache chunk: lower it if memory runs short; results do not change.")
+              help="GradCache chunk: lower it if memory runs short (same maths, other dropout masks).")
 @click.option("--lr", type=float, default=2e-5, show_default=True)
 @click.option("--temperature", type=float, default=0.05, show_default=True)
 @click.option("--learn-temperature", is_flag=True, help="Learn the temperature (CLIP-style).")

@@ -1,16 +1,20 @@
 """Re-embed a collection with another encoder (a fine-tuned one) into a new directory.
 
-The source is never touched. The new directory gets a copy of the store, then
-every chunk's embedding is replaced batch by batch; each batch commits with
-the id it reached, so an interrupted run resumes where it stopped. Only when
-all chunks are done is the manifest (naming the new encoder) written and the
-indexes built: until then the directory is not a collection and cannot be
-searched with mixed embeddings.
+The source is never touched. The new directory gets a copy of the store that
+records the source and the encoder, then every chunk's embedding is replaced
+batch by batch; each batch commits with the id it reached, so an interrupted
+run resumes where it stopped (and refuses to resume with another source or
+encoder). Only when all chunks are done is the manifest (naming the new
+encoder) written and the indexes built: until then the directory is not a
+collection and cannot be searched with mixed embeddings.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import numpy as np
 
 from ragmix.encoders import load_encoder
 from ragmix.encoders.base import Encoder
@@ -21,7 +25,7 @@ from ragmix.store.manifest import MANIFEST_NAME, Manifest
 from ragmix.store.sqlite_store import SqliteStore
 
 _PROGRESS_KEY = "reembed_through"  # last chunk id re-embedded, in the target's meta table
-_SOURCE_KEY = "reembed_source"
+_JOB_KEY = "reembed_job"  # {"source", "encoder", "dim"} of the unfinished re-embedding
 
 
 def reembed(source: str | Path, target: str | Path, encoder: Encoder | str, *,
@@ -35,49 +39,58 @@ def reembed(source: str | Path, target: str | Path, encoder: Encoder | str, *,
 
         reembed("scifact-col", "scifact-trained", "models/scifact-minilm").close()
     """
+    from ragmix.index.faiss_index import FaissIndex
+
     source, target = Path(source), Path(target)
     manifest = Manifest.load(source)
     if (target / MANIFEST_NAME).exists():
         raise CollectionError(f"{str(target)!r} already holds a collection; choose a new --out")
     enc = load_encoder(encoder) if isinstance(encoder, str) else encoder
+    index = dict(manifest.index)
+    FaissIndex(index.pop("kind"), enc.dim, **index)  # the index settings must fit the new dim
+    job = json.dumps({"source": str(source.resolve()), "encoder": enc.name, "dim": enc.dim})
     target.mkdir(parents=True, exist_ok=True)
     path = target / STORE_FILE
     if not path.exists():
+        partial = path.with_suffix(".partial")
         src = SqliteStore(source / STORE_FILE)
         try:
-            src.copy_to(path.with_suffix(".partial"))
+            src.copy_to(partial, {_JOB_KEY: job})
         finally:
             src.close()
-        path.with_suffix(".partial").rename(path)
+        partial.rename(path)
     store = SqliteStore(path)
     try:
-        started = store.meta(_SOURCE_KEY)
-        if started is not None and started != str(source.resolve()):
-            raise CollectionError(f"{str(target)!r} holds an unfinished re-embedding of "
-                                  f"{started!r}; delete it or finish that one")
+        started = store.meta(_JOB_KEY)
+        if started != job:
+            raise CollectionError(
+                f"{str(target)!r} holds an unfinished re-embedding {started}, not {job}; "
+                "run that one again, or delete the directory to start over")
         done = int(store.meta(_PROGRESS_KEY) or -1)
         if progress is not None:
             progress.start("embedding", store.count_chunks())
-        for ids, texts in store.iter_texts(batch, after=done):
+            progress.advance("embedding", int((store.chunk_ids() <= done).sum()))
+        while True:
+            ids, texts = store.texts_after(done, batch)
+            if not len(ids):
+                break
             vectors = enc.encode_documents(texts)  # (n, dim)
-            store.set_embeddings(ids, vectors, {_PROGRESS_KEY: str(int(ids[-1])),
-                                                _SOURCE_KEY: str(source.resolve())})
+            done = int(ids[-1])
+            store.set_embeddings(ids, vectors, {_PROGRESS_KEY: str(done)})
             if progress is not None:
                 progress.advance("embedding", len(ids))
-        store.set_embeddings([], vectors=_empty(enc.dim),
-                             meta={_PROGRESS_KEY: None, _SOURCE_KEY: None})
+        store.set_embeddings([], np.zeros((0, enc.dim), dtype=np.float32),
+                             {_PROGRESS_KEY: None, _JOB_KEY: None})
     finally:
         store.close()
     Manifest(encoder=enc.name, dim=enc.dim, chunker=manifest.chunker, index=manifest.index,
              bm25=manifest.bm25).save(target)
     col = Collection.open(target, encoder=enc)
-    if progress is not None:
-        progress.start("updating indexes", None)
-    col.views.refresh(persist=True)
+    try:
+        if progress is not None:
+            progress.start("updating indexes", None)
+        col.views.refresh(persist=True)
+    except BaseException:
+        col.close()
+        raise
     return col
-
-
-def _empty(dim: int):
-    import numpy as np
-
-    return np.zeros((0, dim), dtype=np.float32)

@@ -129,13 +129,20 @@ class SqliteStore:
                 out[row] = np.frombuffer(found[chunk_id], dtype=np.float32)
         return out
 
-    def iter_texts(self, batch: int = 10_000, *, after: int = -1,
-                   ) -> Iterator[tuple[np.ndarray, list[str]]]:
-        """Chunk ids above ``after`` and their texts in id order, in batches: ((n,) int64, texts)."""
-        cursor = self._db.execute("SELECT id, text FROM chunks WHERE id > ? ORDER BY id",
-                                  (int(after),))
+    def iter_texts(self, batch: int = 10_000) -> Iterator[tuple[np.ndarray, list[str]]]:
+        """All chunk ids and texts in id order, in batches: ((n,) int64, texts)."""
+        cursor = self._db.execute("SELECT id, text FROM chunks ORDER BY id")
         while rows := cursor.fetchmany(batch):
             yield np.array([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows]
+
+    def texts_after(self, after: int, limit: int) -> tuple[np.ndarray, list[str]]:
+        """Up to ``limit`` chunk ids above ``after`` with their texts, in id order.
+
+        One complete query per call, so the caller may write between calls.
+        """
+        rows = self._db.execute("SELECT id, text FROM chunks WHERE id > ? ORDER BY id LIMIT ?",
+                                (int(after), int(limit))).fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows]
 
     def chunk_rows(self, ids: Sequence[int]) -> dict[int, ChunkRow]:
         if not ids:
@@ -176,11 +183,15 @@ class SqliteStore:
                 else:
                     db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
-    def copy_to(self, path: Path) -> None:
-        """A consistent copy of the whole database at ``path`` (SQLite's online backup)."""
+    def copy_to(self, path: Path, meta: dict[str, str] | None = None) -> None:
+        """A consistent copy of the whole database at ``path`` (SQLite's online backup),
+        with ``meta`` keys set in the copy."""
         target = sqlite3.connect(str(path))
         try:
             self._db.backup(target)
+            with target:
+                target.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                   list((meta or {}).items()))
         finally:
             target.close()
 

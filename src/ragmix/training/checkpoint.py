@@ -1,11 +1,15 @@
 """Checkpoints that resume exactly: trainable weights, optimiser, schedule, random states.
 
-Each checkpoint is one folder ``step-N`` written beside under a temporary name
-and renamed into place, so a crash mid-save leaves the previous one intact.
+Each checkpoint is one folder ``step-N``: written under a temporary name,
+flushed to disk, then renamed into place, so a crash mid-save leaves the
+previous one intact. The last ``KEEP`` are kept; if the newest cannot be read
+(a disk that lied about a flush), resuming falls back to the one before.
 """
 
 from __future__ import annotations
 
+import os
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -16,11 +20,29 @@ import numpy as np
 from ragmix._extras import require
 
 PREFIX = "step-"
+KEEP = 2
 
 
 def trainable_state(module: Any) -> dict[str, Any]:
     """The parameters that train (LoRA adapters, or everything), detached copies."""
     return {name: p.detach().clone() for name, p in module.named_parameters() if p.requires_grad}
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _rng_state() -> dict[str, Any]:
+    torch = require("torch", "models")
+    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def save_checkpoint(folder: Path, step: int, state: dict[str, Any]) -> Path:
@@ -31,25 +53,41 @@ def save_checkpoint(folder: Path, step: int, state: dict[str, Any]) -> Path:
     temp = folder / f".{PREFIX}{step}.partial"
     shutil.rmtree(temp, ignore_errors=True)
     temp.mkdir()
-    rng = {"python": random.getstate(), "numpy": np.random.get_state(),
-           "torch": torch.get_rng_state()}
-    torch.save({**state, "step": step, "rng": rng}, temp / "state.pt")
+    torch.save({**state, "step": step, "rng": _rng_state()}, temp / "state.pt")
+    _fsync(temp / "state.pt")
     shutil.rmtree(final, ignore_errors=True)
     temp.rename(final)
+    _fsync(folder)
+    for old in _checkpoints(folder)[:-KEEP]:
+        shutil.rmtree(old, ignore_errors=True)
     return final
 
 
-def latest_checkpoint(folder: Path) -> Path | None:
+def _checkpoints(folder: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
     steps = [(int(p.name[len(PREFIX):]), p) for p in folder.glob(f"{PREFIX}*")
              if p.name[len(PREFIX):].isdigit() and (p / "state.pt").is_file()]
-    return max(steps)[1] if steps else None
+    return [p for _, p in sorted(steps)]
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """The saved state; the RNG states are restored as a side effect."""
+def latest_checkpoint(folder: Path) -> Path | None:
+    found = _checkpoints(folder)
+    return found[-1] if found else None
+
+
+def load_latest(folder: Path) -> dict[str, Any] | None:
+    """The newest readable checkpoint's state (RNG states restored), or None if there is none."""
     torch = require("torch", "models")
-    state = torch.load(path / "state.pt", weights_only=False)
-    random.setstate(state["rng"]["python"])
-    np.random.set_state(state["rng"]["numpy"])
-    torch.set_rng_state(state["rng"]["torch"])
-    return state
+    for path in reversed(_checkpoints(folder)):
+        try:
+            state = torch.load(path / "state.pt", weights_only=False)
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):  # torn: the one before
+            continue
+        random.setstate(state["rng"]["python"])
+        np.random.set_state(state["rng"]["numpy"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        state["path"] = path
+        return state
+    return None

@@ -5,8 +5,9 @@ activations need not all live at once. Step 1 embeds the batch chunk by chunk
 without a graph; step 2 computes the loss on those embeddings and its gradient
 with respect to each embedding; step 3 re-runs each chunk with a graph and
 back-propagates that cached gradient through it. The parameter gradients equal
-those of one big forward and backward (dropout included: each chunk's random
-state is replayed), at the memory of one chunk.
+those of one big forward and backward of the same chunks, at the memory of one
+chunk. With dropout on, each chunk's random state is replayed, so the two
+passes agree; the masks (not their distribution) depend on the chunking.
 """
 
 from __future__ import annotations

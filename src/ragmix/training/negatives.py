@@ -52,8 +52,9 @@ def keep_candidates(
             continue
         if pair.answers and contains_answer(corpus[pid], pair.answers):
             continue
-        if positive_score is not None and score >= max_ratio * positive_score:
-            continue
+        if positive_score is not None and score >= (
+                max_ratio * positive_score if positive_score > 0 else positive_score):
+            continue  # close to (or above) the positive: likely an unlabelled positive
         kept.append(pid)
     return tuple(kept)
 

@@ -52,7 +52,7 @@ class RetrieverTrainReport:
     log: tuple[StepLog, ...]
 
 
-def embed(model: Any, texts: list[str]):
+def embed(model: Any, texts: list[str]) -> Any:
     """(n, D) embeddings of ``texts`` from a SentenceTransformer, with a graph if grad is on."""
     return model(model.preprocess(list(texts)))["sentence_embedding"]
 
@@ -117,11 +117,15 @@ class RetrieverTrainer:
         """The batch's passage ids (positives first, then hard negatives) and each target."""
         ids = [rng.choice(p.positives) for p in batch]
         targets = list(range(len(batch)))
+        seen = set(ids)
         for pair in batch:
             for source in self.config.negatives:
                 mined = self.negatives.get(source, {}).get(pair.query_id, ())
                 take = min(self.config.hard_negatives, len(mined))
-                ids += rng.sample(mined, take)
+                for pid in rng.sample(mined, take):
+                    if pid not in seen:  # a passage in the pool twice would count twice
+                        seen.add(pid)
+                        ids.append(pid)
         return ids, targets
 
     def step_loss(self, batch: list[TrainPair], pool_ids: list[str], targets: list[int]):
@@ -134,8 +138,8 @@ class RetrieverTrainer:
         target = torch.tensor(targets)  # (B,)
 
         def loss_fn(q, d):  # (B, D), (N, D)
-            scale = self.log_scale.exp().clamp(max=MAX_SCALE)
-            return info_nce(q, d, target, temperature=1.0 / scale, excluded=excluded)
+            return info_nce(q, d, target, temperature=1.0 / self.log_scale.exp(),
+                            excluded=excluded)
 
         return cached_backward(
             [lambda t: embed(self.query_model, t), lambda t: embed(self.passage_model, t)],
@@ -177,6 +181,8 @@ class RetrieverTrainer:
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 optimizer.step()
                 schedule.step()
+                with torch.no_grad():  # CLIP: clamp the parameter, so it can come back down
+                    self.log_scale.clamp_(max=math.log(MAX_SCALE))
                 step += 1
                 log.append(StepLog(step, float(loss), self.temperature,
                                    time.perf_counter() - began))
@@ -211,6 +217,7 @@ class RetrieverTrainer:
         """A sentence-transformers folder, or ``query/`` + ``document/`` for two towers."""
         output = Path(output)
         output.mkdir(parents=True, exist_ok=True)
+        (output / TWO_TOWER_FILE).unlink(missing_ok=True)  # a stale marker would win on load
         if self.config.two_tower:
             self.query_model.save(str(output / "query"))
             self.passage_model.save(str(output / "document"))

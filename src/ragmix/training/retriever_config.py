@@ -15,7 +15,7 @@ class RetrieverTrainConfig:
 
     epochs: int = 1
     batch_size: int = 32  # queries per step; each sees the batch's other passages as negatives
-    chunk_size: int = 8  # GradCache chunk: only memory depends on it, never the gradients
+    chunk_size: int = 8  # GradCache chunk: memory depends on it; gradients only via dropout masks
     lr: float = 2e-5  # the usual fine-tuning rate for MiniLM/BERT-size encoders
     warmup: float = 0.1  # fraction of steps with a linearly rising rate, then linear decay
     weight_decay: float = 0.01
