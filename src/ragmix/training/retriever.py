@@ -100,10 +100,7 @@ class RetrieverTrainer:
             if source == "bm25":
                 found = bm25_negatives(pairs, corpus, count=cfg.mine_pool, depth=cfg.mine_depth)
             else:
-                found = model_negatives(
-                    pairs, corpus, _numpy_embedder(self.query_model),
-                    _numpy_embedder(self.passage_model), count=cfg.mine_pool,
-                    depth=cfg.mine_depth, max_ratio=cfg.max_ratio)
+                found = self._model_negatives()
             self.negatives[source] = found
         return {s: float(np.mean([len(v) for v in n.values()])) for s, n in self.negatives.items()}
 
@@ -172,7 +169,7 @@ class RetrieverTrainer:
         for epoch in range(cfg.epochs):
             if epoch > 0 and "model" in cfg.negatives:  # ANCE: re-mine with the current model
                 self._train_mode(False)
-                self.negatives["model"] = self._remine()
+                self.negatives["model"] = self._model_negatives()
                 self._train_mode(True)
             for batch in self.batches(rng):
                 pool_ids, targets = self.pool(batch, rng)
@@ -194,7 +191,8 @@ class RetrieverTrainer:
         self.save(output, report)
         return report
 
-    def _remine(self) -> Negatives:
+    def _model_negatives(self) -> Negatives:
+        """Negatives mined by the current model (before training, then each epoch: ANCE)."""
         cfg = self.config
         return model_negatives(self.data.pairs, self.data.corpus,
                                _numpy_embedder(self.query_model),
