@@ -13,11 +13,14 @@ in one prompt), or the paper's RAG-Sequence / RAG-Token over the same k
 passages. Writes bench/results/qa_squad.json as
 {"MODE": {"em", "f1", "answer_recall@5", "s_per_question", ...}} (modes not
 run keep their previous rows): the frozen baselines that training must beat.
+Each mode's answers are journalled in bench/.work while it runs, so rerunning
+the same command after a crash resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 
@@ -69,7 +72,8 @@ def main() -> None:
             report = evaluate_qa(
                 col.searcher(fusion=args.fusion), generator, examples, mode=args.retrieval, k=args.k,
                 max_new_tokens=args.max_new_tokens, progress=progress, generation=generation,
-                beams=args.beams, decoding="fast" if mode.endswith("-fast") else "thorough")
+                beams=args.beams, decoding="fast" if mode.endswith("-fast") else "thorough",
+                journal=_journal(args, mode))
             row = {key: round(report.metrics[key], 4) for key in KEYS if key in report.metrics}
             row.update({"retrieval": args.retrieval, "fusion": args.fusion, "k": args.k,
                         "generator": args.generator, "max_new_tokens": args.max_new_tokens,
@@ -91,7 +95,15 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     for mode, report in reports.items():
         (work / f"qa_squad_{mode}.json").write_text(json.dumps(report.to_dict(), indent=1))
+        _journal(args, mode).unlink(missing_ok=True)
     print(f"wrote {path}")
+
+
+def _journal(args: argparse.Namespace, mode: str) -> Path:
+    """Where one mode's answers are journalled while it runs: a rerun after a crash resumes."""
+    key = json.dumps({k: str(v) for k, v in sorted(vars(args).items()) if k != "modes"})
+    digest = hashlib.sha1(key.encode()).hexdigest()[:10]
+    return ROOT / "bench" / ".work" / f"qa_squad_{mode}-{digest}.journal.jsonl"
 
 
 if __name__ == "__main__":

@@ -117,7 +117,7 @@ def rag(args: argparse.Namespace) -> None:
     examples = random.Random(args.seed).sample(pool, config.steps * config.batch_size)
     dev = sample_questions(load_qa(folder / "dev-questions.jsonl"), args.eval_questions, 0)
     name = (f"squad-{args.mode}-k{args.k}-s{args.steps}x{args.batch_size}"
-            f"-top{args.top_layers or 'all'}")
+            f"-top{args.top_layers or 'all'}-w{args.passage_words}")
     out = ROOT / "bench" / ".work" / "runs" / name
     work = ROOT / "bench" / ".work" / "retrieval-squad-all-MiniLM-L6-v2"
     col, _ = index_corpus(work, folder / "paragraphs.jsonl", encoder="minilm")
@@ -126,26 +126,24 @@ def rag(args: argparse.Namespace) -> None:
         before = evaluate_qa(col.searcher(), None, dev, mode="dense", k=5).metrics
         print(f"== {name}: {len(examples)} train questions -> {out}", flush=True)
         trainer = RagTrainer(col, load_generator("smollm2"), examples, config)
-        began = time.perf_counter()
         report = trainer.train(out, progress=lambda event, **info: print(
             f"  step {info['step']} loss {info['loss']:.3f} H {info['stats'].entropy:.2f} "
             f"AR@k {info['stats'].answer_recall:.2f} moved {info['stats'].top1_changed:.2f}",
             flush=True) if event == "step" and info["step"] % 5 == 0 else None)
-        train_s = time.perf_counter() - began
         from ragmix.encoders.sentence_transformer import SentenceTransformerEncoder
 
         col.use_query_encoder(SentenceTransformerEncoder(out / "query_encoder"))
         after = evaluate_qa(col.searcher(), None, dev, mode="dense", k=5).metrics
         generator = load_generator(str(out / "generator"))
         qa = evaluate_qa(col.searcher(), generator, dev, mode="hybrid", k=5,
-                         generation=args.mode, decoding=args.decoding,
-                         beams=args.beams).metrics
+                         generation=args.mode, decoding=args.decoding, beams=args.beams,
+                         journal=out / "eval-journal.jsonl").metrics  # a rerun resumes
         last = report.log[-1]
         row = {"config": asdict(config), "train_questions":
-               len(examples), "train_s": round(train_s, 1), "s_per_step": round(
-                   train_s / max(1, report.steps - report.resumed_from), 2),
-               "loss_first_last_window": [round(sum(r.loss for r in report.log[:10]) / 10, 3),
-                                          round(sum(r.loss for r in report.log[-10:]) / 10, 3)],
+               len(examples), "train_s": round(report.seconds, 1),  # over resumes too
+               "s_per_step": round(report.seconds / max(1, report.steps), 2),
+               "loss_first_last_window": [_mean_loss(report.log[:10]),
+                                          _mean_loss(report.log[-10:])],
                "final_window": {"entropy": round(last.entropy, 3),
                                 "top1_changed": round(last.top1_changed, 3),
                                 "answer_recall": round(last.answer_recall, 3)},
@@ -163,6 +161,11 @@ def rag(args: argparse.Namespace) -> None:
     results.setdefault("squad_rag", {})[name] = row
     write_result("training.json", results)
     print(f"wrote {path}")
+
+
+def _mean_loss(rows) -> float:
+    """The mean training loss over a few logged steps (up to the first or last ten)."""
+    return round(sum(r.loss for r in rows) / max(1, len(rows)), 3)
 
 
 def main() -> None:

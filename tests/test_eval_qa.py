@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 import ragmix.evaluation.datasets
+import ragmix.evaluation.qa_journal
 import ragmix.evaluation.qa_metrics
 import ragmix.evaluation.retrieval_metrics
 import ragmix.evaluation.run_qa
@@ -97,6 +98,60 @@ def test_evaluate_qa_without_generator_and_with_regex() -> None:
         evaluate_qa(_Searcher(), None, [], mode="bm25")
 
 
+class _Crashing(_Generator):
+    """Scripted answers that raise on one question, and a log of what was asked."""
+
+    def __init__(self, answers: dict[str, str], crash_on: str | None = None) -> None:
+        super().__init__(answers)
+        self.crash_on, self.asked = crash_on, []
+
+    def generate(self, prompt: str, *, max_new_tokens: int = 256, on_token=None) -> str:
+        question = prompt.rsplit("Question: ", 1)[1]
+        if question == self.crash_on:
+            raise KeyboardInterrupt  # the run dies here, as on Ctrl-C or a kill
+        self.asked.append(question)
+        return super().generate(prompt, max_new_tokens=max_new_tokens)
+
+
+SCRIPT = {"capital of France?": "Paris [1].", "where is Berlin?": "Germany",
+          "what is in Madrid?": "the Prado [4]"}
+
+
+def _answers(report):
+    return [(r.id, r.prediction, r.em, r.f1, r.answer_recall) for r in report.results]
+
+
+def test_a_journal_resumes_a_crashed_evaluation(tmp_path: Path) -> None:
+    journal = tmp_path / "run.jsonl"
+    whole = evaluate_qa(_Searcher(), _Generator(SCRIPT), EXAMPLES, mode="bm25", k=2)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_qa(_Searcher(), _Crashing(SCRIPT, crash_on="what is in Madrid?"), EXAMPLES,
+                    mode="bm25", k=2, journal=journal)
+    assert len(journal.read_text().splitlines()) == 3  # header + the 2 finished answers
+    with journal.open("a") as f:
+        f.write('{"id": "3", "quest')  # a write torn by the crash
+    again = _Crashing(SCRIPT)
+    resumed = evaluate_qa(_Searcher(), again, EXAMPLES, mode="bm25", k=2, journal=journal)
+    assert again.asked == ["what is in Madrid?"]  # only the unfinished question is redone
+    assert _answers(resumed) == _answers(whole)
+    assert resumed.metrics["em"] == whole.metrics["em"]
+    assert len(journal.read_text().splitlines()) == 4  # the torn tail was replaced
+    third = _Crashing(SCRIPT)
+    evaluate_qa(_Searcher(), third, EXAMPLES, mode="bm25", k=2, journal=journal)
+    assert third.asked == []
+
+
+def test_a_journal_of_other_settings_is_refused(tmp_path: Path) -> None:
+    journal = tmp_path / "run.jsonl"
+    evaluate_qa(_Searcher(), _Generator(SCRIPT), EXAMPLES[:1], mode="bm25", k=2, journal=journal)
+    with pytest.raises(BadInputError, match=r"other settings \(max_new_tokens\); delete it"):
+        evaluate_qa(_Searcher(), _Generator(SCRIPT), EXAMPLES, mode="bm25", k=2,
+                    max_new_tokens=8, journal=journal)
+    (tmp_path / "junk.jsonl").write_text("not json\n")
+    with pytest.raises(BadInputError, match="not a QA journal"):
+        evaluate_qa(_Searcher(), None, EXAMPLES, mode="bm25", journal=tmp_path / "junk.jsonl")
+
+
 def test_sampling_is_seeded_and_keeps_file_order() -> None:
     examples = [QAExample(str(i), f"q{i}?", ("a",)) for i in range(50)]
     first = sample_questions(examples, 10, seed=1)
@@ -129,6 +184,7 @@ def test_eval_qa_cli_answer_recall(tmp_path: Path) -> None:
     assert data["modes"]["bm25"]["metrics"]["answer_recall@5"] == 1.0
     assert (out / "report.md").read_text().startswith("# ragmix QA evaluation")
     assert (out / "recall_at_k.png").stat().st_size > 0 and (out / "latency.png").exists()
+    assert list((out / ".journal").iterdir()) == []  # the crash journal goes once reported
     nothing = runner.invoke(cli, ["eval", "qa", "--questions", str(questions), "--no-generate"])
     assert nothing.exit_code == 2 and "--collection DIR, --corpus FILE" in nothing.output
 

@@ -12,6 +12,8 @@ Examples::
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -216,6 +218,12 @@ def _write_plots(out_dir, metrics_by_mode, seconds_by_mode, *, prefix: str, what
     return f"## Plots\n\n![{label}]({RECALL_PNG})\n\n![latency]({LATENCY_PNG})\n"
 
 
+def _journal_path(out_dir: str | Path, mode: str, run_key: dict) -> Path:
+    """Where a QA run journals its answers: one file per mode and run, under OUT/.journal."""
+    digest = hashlib.sha1(json.dumps(run_key, sort_keys=True).encode()).hexdigest()[:10]
+    return Path(out_dir) / ".journal" / f"qa-{mode}-{digest}.jsonl"
+
+
 @eval_group.command("qa")
 @click.option("--questions", required=True, type=click.Path(exists=True, dir_okay=False),
               help="JSONL: question plus answers (SQuAD-open) or answer (NQ-open).")
@@ -249,7 +257,8 @@ def qa(questions, collection_dir, corpus, encoder, modes, retrieval, fusion, k, 
     """Exact match, token F1 and answer recall@1/5/10/20 of each generation mode.
 
     The same sampled questions for every mode; answer recall comes from the
-    --retrieval mode (default hybrid).
+    --retrieval mode (default hybrid). Answers are written to OUT/.journal as
+    they finish: after a crash, the same command resumes where it stopped.
 
     \b
     ragmix eval qa --questions ../shared/data/squad-open/dev-questions.jsonl \\
@@ -287,6 +296,12 @@ def qa(questions, collection_dir, corpus, encoder, modes, retrieval, fusion, k, 
 
             with err.status(f"loading generator {generator}"):
                 gen = load_generator(generator)
+        run_key = {"collection": str(col_dir.resolve()), "questions": str(Path(questions).resolve()),
+                   "limit": limit, "seed": seed, "fusion": fusion, "query_encoder": query_encoder}
+        journals = {mode: _journal_path(out_dir, mode, run_key) for mode in modes}
+        for mode, path in journals.items():
+            if path.exists():
+                err.print(f"resuming {mode} from {path}")
         with RichProgress(err) as progress:
             for mode in modes:
                 generation = mode.removesuffix("-fast")
@@ -294,7 +309,8 @@ def qa(questions, collection_dir, corpus, encoder, modes, retrieval, fusion, k, 
                     col.searcher(fusion=fusion), gen, examples, mode=retrieval, k=k, regex=regex,
                     max_new_tokens=max_new_tokens, progress=progress,
                     generation="stuff" if no_generate else generation, tau=tau, beams=beams,
-                    decoding="fast" if mode.endswith("-fast") else "thorough")
+                    decoding="fast" if mode.endswith("-fast") else "thorough",
+                    journal=journals[mode])
         info = col.info()
     meta = {**run_info(),
             "data": {"questions": str(questions), "n_questions": len(examples), "limit": limit,
@@ -311,6 +327,8 @@ def qa(questions, collection_dir, corpus, encoder, modes, retrieval, fusion, k, 
                          what="question (retrieval only)" if no_generate else "question")
     results_path, report_path = write_report(
         out_dir, qa_results(reports, meta), qa_markdown(reports, meta) + plots)
+    for path in journals.values():  # the report holds every answer now
+        path.unlink(missing_ok=True)
     names = list(dict.fromkeys(n for r in reports.values() for n in r.metrics))
     table = Table(title=f"{len(examples)} questions", title_justify="left", box=box.SIMPLE_HEAD,
                   pad_edge=False, padding=(0, 1, 0, 0))

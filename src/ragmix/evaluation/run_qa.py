@@ -6,12 +6,14 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ragmix.errors import BadInputError
 from ragmix.evaluation.datasets import QAExample
+from ragmix.evaluation.qa_journal import QAJournal
 from ragmix.evaluation.qa_metrics import answer_in_passages, exact_match, f1, regex_match
 from ragmix.evaluation.retrieval_metrics import latency_summary
 from ragmix.evaluation.run_retrieval import Searcher
@@ -109,6 +111,7 @@ def evaluate_qa(
     tau: float | None = None,
     beams: int | None = None,
     decoding: str = "thorough",
+    journal: str | Path | None = None,
 ) -> QAReport:
     """Answer recall@k for each k in ``recall_ks``, and EM/F1 of the generator's answers.
 
@@ -119,6 +122,12 @@ def evaluate_qa(
     ``tau``, ``beams`` and ``decoding``). With ``generator=None`` only
     retrieval is measured. ``regex=True`` treats gold answers as CuratedTREC
     patterns.
+
+    With ``journal`` (a .jsonl path) every answer is written to disk as it
+    finishes, and a rerun with the same settings skips the questions already
+    there, so a crash loses at most one question (see
+    :class:`~ragmix.evaluation.qa_journal.QAJournal`). The journal records
+    the generation settings, not the collection: use one path per collection.
     """
     if not examples:
         raise BadInputError("no questions to evaluate")
@@ -130,27 +139,47 @@ def evaluate_qa(
         recorder, generator, generation, k=k, mode=mode, max_new_tokens=max_new_tokens, tau=tau,
         beams=beams, decoding=decoding)
     stage = f"answering ({generation}, {mode})" if rag else f"retrieving ({mode})"
+    log = None if journal is None else QAJournal(journal, {
+        "mode": mode, "k": k, "recall_ks": ks, "regex": regex, "max_new_tokens": max_new_tokens,
+        "generation": generation if rag else None, "tau": tau, "beams": beams,
+        "decoding": decoding, "generator": getattr(generator, "name", None)})
+    done = {} if log is None else log.done
     if progress is not None:
         progress.start(stage, len(examples))
     results = []
-    for ex in examples:
-        prediction = em = f1_score = gen_s = None
-        if rag is None:
-            recorder.search(ex.question, max(ks), mode=mode)
-        else:
-            began = time.perf_counter()
-            prediction = strip_citations(rag.ask(ex.question).text)
-            gen_s = time.perf_counter() - began - recorder.seconds
-            em = (regex_match if regex else exact_match)(prediction, ex.answers)
-            f1_score = None if regex else f1(prediction, ex.answers)
-        texts = [h.text for h in recorder.hits]
-        recall = {f"answer_recall@{n}":
-                  float(answer_in_passages(ex.answers, texts[:n], regex=regex)) for n in ks}
-        results.append(QAResult(ex.id, ex.question, ex.answers, prediction, em, f1_score, recall,
-                                recorder.seconds, gen_s))
-        if progress is not None:
-            progress.advance(stage)
+    try:
+        for ex in examples:
+            if ex.id in done:
+                results.append(done[ex.id])
+            else:
+                results.append(_answer(ex, recorder, rag, ks, mode=mode, regex=regex))
+                if log is not None:
+                    log.append(results[-1])
+            if progress is not None:
+                progress.advance(stage)
+    finally:
+        if log is not None:
+            log.close()
     return QAReport(_means(results), tuple(results))
+
+
+def _answer(ex: QAExample, recorder: _Recorder, rag, ks: list[int], *, mode: str,
+            regex: bool) -> QAResult:
+    """One question: retrieve (and answer, when ``rag`` is given), then score."""
+    prediction = em = f1_score = gen_s = None
+    if rag is None:
+        recorder.search(ex.question, max(ks), mode=mode)
+    else:
+        began = time.perf_counter()
+        prediction = strip_citations(rag.ask(ex.question).text)
+        gen_s = time.perf_counter() - began - recorder.seconds
+        em = (regex_match if regex else exact_match)(prediction, ex.answers)
+        f1_score = None if regex else f1(prediction, ex.answers)
+    texts = [h.text for h in recorder.hits]
+    recall = {f"answer_recall@{n}":
+              float(answer_in_passages(ex.answers, texts[:n], regex=regex)) for n in ks}
+    return QAResult(ex.id, ex.question, ex.answers, prediction, em, f1_score, recall,
+                    recorder.seconds, gen_s)
 
 
 def _answerer(searcher, generator, generation: str, *, k: int, mode: str, max_new_tokens: int,
