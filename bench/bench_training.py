@@ -1,21 +1,26 @@
 """Does training move the numbers? Retriever training on SciFact, joint RAG training on SQuAD.
 
-    .venv/bin/python bench/bench_training.py retriever [--configs bm25] [--epochs 1]
+    .venv/bin/python bench/bench_training.py retriever [--configs bm25] [--epochs 3]
     .venv/bin/python bench/bench_training.py rag [--steps 150] [--k 3] [--top-layers 10]
 
 ``retriever``: fine-tunes the packaged all-MiniLM-L6-v2 on SciFact's train
-qrels (809 queries) with InfoNCE, once per negative configuration:
+qrels with InfoNCE, once per negative configuration:
 
 - ``inbatch``: in-batch negatives only;
 - ``bm25``: + one BM25 hard negative per query (mined with ragmix's BM25);
 - ``model``: + one negative mined by the starting model (false-negative filter);
 - ``bm25+model``: both.
 
-Each model is saved under bench/.work/models/, the SciFact corpus is indexed
-with it (bench/.work/retrieval-scifact-MODEL/) and the 300 test queries are
-scored, dense and hybrid (weighted fusion, the default). Results merge into
-bench/results/training.json under "scifact_retriever", beside the untrained
-figures from bench/results/retrieval_scifact.json.
+A seeded tenth of the 809 train queries is held out (``--dev-fraction``) to
+choose settings on; the test queries are never used for that. An epoch trains
+every (query, positive) pair of the rest once. Each model is saved under
+bench/.work/models/, the SciFact corpus is indexed with it
+(bench/.work/retrieval-LABEL/, the same 100-word chunks as the untrained
+baseline) and the dev and 300 test queries are scored, dense and hybrid
+(weighted fusion, the default). Results merge into bench/results/training.json
+under "scifact_retriever", beside the untrained figures from
+bench/results/retrieval_scifact.json. A rerun reuses a finished model of the
+same settings and resumes its index, so a crash costs at most one stage.
 
 ``rag``: the paper's joint fine-tuning of SmolLM2 (LoRA) and the MiniLM query
 encoder on ``steps x batch`` seeded SQuAD v1.1 train questions, retrieving from
@@ -46,14 +51,23 @@ KEYS = ("ndcg@10", "recall@100", "mrr@10")
 
 
 def retriever(args: argparse.Namespace) -> None:
+    import random
+    import shutil
+
     from ragmix.evaluation.datasets import load_beir
     from ragmix.evaluation.run_retrieval import evaluate_retrieval, index_corpus
-    from ragmix.training.pairs import load_beir_pairs
-    from ragmix.training.retriever import RetrieverTrainer
+    from ragmix.training.pairs import TrainingSet, load_beir_pairs
+    from ragmix.training.retriever import TRAINING_LOG, RetrieverTrainer
     from ragmix.training.retriever_config import RetrieverTrainConfig
 
     folder = require_data(args.data)
-    data = load_beir_pairs(folder, "train")
+    full = load_beir_pairs(folder, "train")
+    train_split = load_beir(folder, "train")
+    # Held-out train queries: settings are chosen on these, never on the test queries.
+    ids = sorted(p.query_id for p in full.pairs)
+    dev_ids = set(random.Random(args.seed).sample(ids, round(args.dev_fraction * len(ids))))
+    data = TrainingSet(tuple(p for p in full.pairs if p.query_id not in dev_ids), full.corpus)
+    dev_queries = {q: t for q, t in train_split.queries.items() if q in dev_ids}
     test = load_beir(folder, "test")
     path = RESULTS / "training.json"
     results = json.loads(path.read_text()) if path.exists() else {}
@@ -66,33 +80,48 @@ def retriever(args: argparse.Namespace) -> None:
         config = RetrieverTrainConfig(
             epochs=args.epochs, batch_size=args.batch_size, chunk_size=args.chunk_size,
             lr=args.lr, temperature=args.temperature, negatives=CONFIGS[name], seed=args.seed)
-        out = ROOT / "bench" / ".work" / "models" / f"scifact-{name}-e{args.epochs}"
+        label = (f"scifact-{name}-e{args.epochs}-lr{args.lr:g}-b{args.batch_size}"
+                 f"-t{args.temperature:g}-dev{args.dev_fraction:g}-s{args.seed}")
+        out = ROOT / "bench" / ".work" / "models" / label
+        work = ROOT / "bench" / ".work" / f"retrieval-{label}"
+        trained = out / TRAINING_LOG
+        if trained.exists() and json.loads(trained.read_text())["config"] == asdict(config):
+            print(f"== {name}: reusing {out}", flush=True)  # a rerun after a crash
+            log = json.loads(trained.read_text())
+            train_s, steps, mined = log["seconds"], log["steps"], log["mined_per_query"]
+            losses = [log["log"][0]["loss"], log["log"][-1]["loss"]]
+        else:
+            shutil.rmtree(work, ignore_errors=True)  # never score against another model's index
+            print(f"== {name}: training {len(data.pairs)} queries -> {out}", flush=True)
+            report = RetrieverTrainer("minilm", data, config).train(
+                out, progress=lambda event, **info: print(
+                    f"  step {info['step']} loss {info['loss']:.4f}", flush=True)
+                if event == "step" and info["step"] % 5 == 0 else None)
+            train_s, steps, mined = report.seconds, report.steps, report.mined
+            losses = [report.log[0].loss, report.log[-1].loss]
         began = time.perf_counter()
-        print(f"== {name}: training {len(data.pairs)} queries -> {out}", flush=True)
-        report = RetrieverTrainer("minilm", data, config).train(
-            out, progress=lambda event, **info: print(
-                f"  step {info['step']} loss {info['loss']:.4f}", flush=True)
-            if event == "step" and info["step"] % 5 == 0 else None)
-        train_s = time.perf_counter() - began
-        work = ROOT / "bench" / ".work" / f"retrieval-scifact-{out.name}"
-        began = time.perf_counter()
-        col, _ = index_corpus(work, test.corpus, encoder=str(out))
+        col, _ = index_corpus(work, test.corpus, encoder=str(out))  # resumes a partial index
         index_s = time.perf_counter() - began
         row: dict[str, object] = {"negatives": list(CONFIGS[name]), "epochs": args.epochs,
                                   "batch_size": args.batch_size, "lr": args.lr,
-                                  "temperature": args.temperature, "steps": report.steps,
+                                  "temperature": args.temperature, "steps": steps,
+                                  "train_queries": len(data.pairs), "dev_queries": len(dev_ids),
                                   "train_s": round(train_s, 1), "index_s": round(index_s, 1),
-                                  "mined_per_query": report.mined,
-                                  "loss_first_last": [round(report.log[0].loss, 4),
-                                                      round(report.log[-1].loss, 4)]}
+                                  "mined_per_query": mined,
+                                  "loss_first_last": [round(x, 4) for x in losses]}
         with col:
-            for mode in ("dense", "hybrid"):
-                metrics = evaluate_retrieval(col.searcher(), test.queries, test.qrels,
-                                             mode=mode).metrics
-                row[mode] = {k: round(metrics[k], 4) for k in KEYS}
-                print(f"  {mode:<7}" + "".join(f"  {k} {row[mode][k]:.4f}" for k in KEYS),
-                      flush=True)
-        rows[name] = row
+            for split, queries, qrels in (("dev", dev_queries, train_split.qrels),
+                                          ("test", test.queries, test.qrels)):
+                if not queries:
+                    continue
+                for mode in ("dense", "hybrid"):
+                    metrics = evaluate_retrieval(col.searcher(), queries, qrels,
+                                                 mode=mode).metrics
+                    key = mode if split == "test" else f"{split}_{mode}"
+                    row[key] = {k: round(metrics[k], 4) for k in KEYS}
+                    print(f"  {key:<12}" + "".join(f"  {k} {row[key][k]:.4f}" for k in KEYS),
+                          flush=True)
+        rows[label] = row
         write_result("training.json", results)  # after every config: nothing lost
     print(f"wrote {path}")
 
@@ -174,10 +203,12 @@ def main() -> None:
     r = sub.add_parser("retriever", help="SciFact retriever training, per negative type")
     r.add_argument("--data", type=__import__("pathlib").Path, default=DATA / "scifact")
     r.add_argument("--configs", default="bm25", help=f"comma list of {', '.join(CONFIGS)}")
-    r.add_argument("--epochs", type=int, default=1)
+    r.add_argument("--epochs", type=int, default=3)
     r.add_argument("--batch-size", type=int, default=32)
     r.add_argument("--chunk-size", type=int, default=32)
-    r.add_argument("--lr", type=float, default=2e-5)
+    r.add_argument("--lr", type=float, default=3e-5)
+    r.add_argument("--dev-fraction", type=float, default=0.1,
+                   help="train queries held out to choose settings on (never the test ones)")
     r.add_argument("--temperature", type=float, default=0.05)
     r.add_argument("--seed", type=int, default=0)
     g = sub.add_parser("rag", help="SQuAD joint fine-tuning of SmolLM2 + the query encoder")

@@ -147,6 +147,26 @@ def test_model_negatives_drop_near_positive_scores():
     assert loose == ("twin", "far")
 
 
+def test_an_epoch_trains_every_query_positive_pair_once(torch):
+    import random
+    from types import SimpleNamespace
+
+    from ragmix.training.retriever import RetrieverTrainer
+
+    toy = _toy_set()
+    pairs = (*toy.pairs[:-1], TrainPair("q5", toy.pairs[-1].query, ("d5", "n4")))  # 2 positives
+    data = TrainingSet(pairs, toy.corpus)
+    trainer = RetrieverTrainer("unused", data, RetrieverTrainConfig(batch_size=3, negatives=()),
+                               model=SimpleNamespace(max_seq_length=0))
+    batches = trainer.batches(random.Random(0))
+    seen = [(pair.query_id, pid) for batch in batches for pair, pid in batch]
+    assert sorted(seen) == sorted((p.query_id, pid) for p in pairs for pid in p.positives)
+    assert [len(b) for b in batches] == [3, 3, 1]
+    for batch in batches:
+        ids, targets = trainer.pool(batch, random.Random(0))
+        assert [ids[t] for t in targets] == [pid for _, pid in batch]
+
+
 def test_config_rejects_bad_values():
     with pytest.raises(BadInputError, match="negatives must be among"):
         RetrieverTrainConfig(negatives=("cross-encoder",))
@@ -171,7 +191,7 @@ def test_trainer_lowers_the_loss_and_saves_a_loadable_encoder(torch, tokenizer, 
     trainer = RetrieverTrainer("unused", data, config, model=model)
     report = trainer.train(tmp_path / "out")
     losses = [s.loss for s in report.log]
-    assert report.steps == 12
+    assert report.steps == 12  # 6 (query, positive) pairs in one batch, 12 epochs
     assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3])
     encoder = load_encoder(str(tmp_path / "out"))
     q = encoder.encode_queries([p.query for p in data.pairs])

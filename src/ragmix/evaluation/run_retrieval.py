@@ -36,10 +36,6 @@ def pool_documents(hits: Sequence[Hit], k: int) -> dict[str, float]:
     """The top-k documents of ranked hits, each scored by its best-ranked chunk.
 
     >>> from ragmix.types import Hit
-
-if TYPE_CHECKING:  # the store pulls in FAISS and BM25; metrics alone need neither
-    from ragmix.store import Collection
-    from ragmix.store.ingest import IndexReport, Progress
     >>> hits = [Hit(1, "d1", "", 0.9, 0, 1), Hit(2, "d2", "", 0.8, 0, 2),
     ...         Hit(3, "d1", "", 0.7, 0, 3)]  # d1's second chunk
     >>> pool_documents(hits, k=10)

@@ -1,6 +1,7 @@
 """DPR-style training of a bi-encoder (Karpukhin et al., 2020), from a sentence-transformers model.
 
-Each step takes ``batch_size`` queries, one positive passage each, and
+Each step takes ``batch_size`` (query, positive passage) pairs (an epoch
+holds every pair once), and
 ``hard_negatives`` mined passages per query and source; every query is scored
 against the whole pool of passages with InfoNCE (``infonce.py``). Large batches
 fit in CPU memory through gradient caching (``gradcache.py``). The result is a
@@ -104,18 +105,25 @@ class RetrieverTrainer:
             self.negatives[source] = found
         return {s: float(np.mean([len(v) for v in n.values()])) for s, n in self.negatives.items()}
 
-    def batches(self, rng: random.Random) -> list[list[TrainPair]]:
-        order = list(self.data.pairs)
+    def batches(self, rng: random.Random) -> list[list[tuple[TrainPair, str]]]:
+        """One epoch: every (query, positive passage) once, shuffled, in batches.
+
+        A query with several positives is trained on each of them, as
+        sentence-transformers and BEIR fine-tuning do; should two land in one
+        batch, each masks the other (``pool_exclusions``).
+        """
+        order = [(pair, pid) for pair in self.data.pairs for pid in pair.positives]
         rng.shuffle(order)
         size = self.config.batch_size
         return [order[i : i + size] for i in range(0, len(order), size)]
 
-    def pool(self, batch: list[TrainPair], rng: random.Random) -> tuple[list[str], list[int]]:
+    def pool(self, batch: list[tuple[TrainPair, str]], rng: random.Random,
+             ) -> tuple[list[str], list[int]]:
         """The batch's passage ids (positives first, then hard negatives) and each target."""
-        ids = [rng.choice(p.positives) for p in batch]
+        ids = [pid for _, pid in batch]
         targets = list(range(len(batch)))
         seen = set(ids)
-        for pair in batch:
+        for pair, _ in batch:
             for source in self.config.negatives:
                 mined = self.negatives.get(source, {}).get(pair.query_id, ())
                 take = min(self.config.hard_negatives, len(mined))
@@ -125,12 +133,13 @@ class RetrieverTrainer:
                         ids.append(pid)
         return ids, targets
 
-    def step_loss(self, batch: list[TrainPair], pool_ids: list[str], targets: list[int]):
+    def step_loss(self, batch: list[tuple[TrainPair, str]], pool_ids: list[str],
+                  targets: list[int]):
         """Back-propagate one step's loss with gradient caching; returns the loss."""
         torch = require("torch", "models")
         from ragmix.training.gradcache import cached_backward
 
-        excluded = torch.tensor(pool_exclusions([frozenset(p.positives) for p in batch],
+        excluded = torch.tensor(pool_exclusions([frozenset(p.positives) for p, _ in batch],
                                                 pool_ids))  # (B, N)
         target = torch.tensor(targets)  # (B,)
 
@@ -140,7 +149,7 @@ class RetrieverTrainer:
 
         return cached_backward(
             [lambda t: embed(self.query_model, t), lambda t: embed(self.passage_model, t)],
-            [[p.query for p in batch], [self.data.corpus[i] for i in pool_ids]], loss_fn,
+            [[p.query for p, _ in batch], [self.data.corpus[i] for i in pool_ids]], loss_fn,
             chunk_size=self.config.chunk_size)
 
     def train(self, output: str | Path, *, progress: Callable[..., None] | None = None,
@@ -153,11 +162,13 @@ class RetrieverTrainer:
         say = (lambda text: progress("stage", text=text)) if progress else None
         mined = self.mine(say)
         rng = random.Random(cfg.seed)
-        steps_per_epoch = math.ceil(len(self.data.pairs) / cfg.batch_size)
-        total = steps_per_epoch * cfg.epochs
+        positives = sum(len(p.positives) for p in self.data.pairs)
+        total = math.ceil(positives / cfg.batch_size) * cfg.epochs
         params = list(self._parameters())
-        optimizer = torch.optim.AdamW([
-            {"params": params, "weight_decay": cfg.weight_decay},
+        decayed, plain = self._decay_groups()
+        optimizer = torch.optim.AdamW([  # no decay on biases and norms, as BERT trains
+            {"params": decayed, "weight_decay": cfg.weight_decay},
+            {"params": plain, "weight_decay": 0.0},
             {"params": [self.log_scale], "lr": cfg.lr * 100, "weight_decay": 0.0}], lr=cfg.lr)
         schedule = transformers.get_linear_schedule_with_warmup(
             optimizer, int(cfg.warmup * total), total)
@@ -198,6 +209,18 @@ class RetrieverTrainer:
                                _numpy_embedder(self.query_model),
                                _numpy_embedder(self.passage_model), count=cfg.mine_pool,
                                depth=cfg.mine_depth, max_ratio=cfg.max_ratio)
+
+    def _decay_groups(self) -> tuple[list[Any], list[Any]]:
+        """Trainable weights split into (decayed, not decayed: biases and LayerNorms)."""
+        decayed, plain, seen = [], [], set()
+        for model in (self.query_model, self.passage_model):
+            for name, p in model.named_parameters():
+                if id(p) in seen or not p.requires_grad:
+                    continue
+                seen.add(id(p))
+                no_decay = name.endswith("bias") or "LayerNorm" in name or "norm" in name
+                (plain if no_decay else decayed).append(p)
+        return decayed, plain
 
     def _parameters(self):
         seen = set()
