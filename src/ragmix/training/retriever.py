@@ -164,8 +164,8 @@ class RetrieverTrainer:
         rng = random.Random(cfg.seed)
         positives = sum(len(p.positives) for p in self.data.pairs)
         total = math.ceil(positives / cfg.batch_size) * cfg.epochs
-        params = list(self._parameters())
         decayed, plain = self._decay_groups()
+        params = decayed + plain  # every trainable weight once
         optimizer = torch.optim.AdamW([  # no decay on biases and norms, as BERT trains
             {"params": decayed, "weight_decay": cfg.weight_decay},
             {"params": plain, "weight_decay": 0.0},
@@ -221,14 +221,6 @@ class RetrieverTrainer:
                 no_decay = name.endswith("bias") or "LayerNorm" in name or "norm" in name
                 (plain if no_decay else decayed).append(p)
         return decayed, plain
-
-    def _parameters(self):
-        seen = set()
-        for model in (self.query_model, self.passage_model):
-            for p in model.parameters():
-                if id(p) not in seen and p.requires_grad:
-                    seen.add(id(p))
-                    yield p
 
     def _train_mode(self, on: bool) -> None:
         self.query_model.train(on)
