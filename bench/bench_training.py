@@ -55,7 +55,7 @@ def retriever(args: argparse.Namespace) -> None:
     import shutil
 
     from ragmix.evaluation.datasets import load_beir
-    from ragmix.evaluation.run_retrieval import evaluate_retrieval, index_corpus
+    from ragmix.evaluation.run_retrieval import index_corpus
     from ragmix.training.pairs import TrainingSet, load_beir_pairs
     from ragmix.training.retriever import TRAINING_LOG, RetrieverTrainer
     from ragmix.training.retriever_config import RetrieverTrainConfig
@@ -68,15 +68,29 @@ def retriever(args: argparse.Namespace) -> None:
     dev_ids = set(random.Random(args.seed).sample(ids, round(args.dev_fraction * len(ids))))
     data = TrainingSet(tuple(p for p in full.pairs if p.query_id not in dev_ids), full.corpus)
     dev_queries = {q: t for q, t in train_split.queries.items() if q in dev_ids}
+    dev_qrels = {q: judged for q, judged in train_split.qrels.items() if q in dev_ids}
     test = load_beir(folder, "test")
     path = RESULTS / "training.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     rows = results.setdefault("scifact_retriever", {})
     untrained = RESULTS / "retrieval_scifact.json"
     if untrained.exists():
-        base = json.loads(untrained.read_text())
-        rows["untrained"] = {m: {k: base[m][k] for k in KEYS} for m in ("dense", "hybrid", "bm25")}
+        base = json.loads(untrained.read_text())  # bench_retrieval.py's test figures
+        for m in ("dense", "hybrid", "bm25"):
+            rows.setdefault("untrained", {}).setdefault(m, {k: base[m][k] for k in KEYS})
     for name in args.configs.split(","):
+        if name not in CONFIGS and name != "untrained":
+            raise SystemExit(f"unknown config {name!r}; choose from untrained, {', '.join(CONFIGS)}")
+        if name == "untrained":
+            # the starting model, scored on the same dev and test queries (dev is the
+            # baseline settings are chosen against); reuses bench_retrieval.py's index
+            label, encoder, row = "untrained", "minilm", dict(rows.get("untrained", {}))
+            work = ROOT / "bench" / ".work" / "retrieval-scifact-all-MiniLM-L6-v2"
+            col, _ = index_corpus(work, test.corpus, encoder=encoder)
+            _score(col, row, dev_queries, dev_qrels, test, ("dense", "hybrid", "bm25"))
+            rows[label] = row
+            write_result("training.json", results)
+            continue
         config = RetrieverTrainConfig(
             epochs=args.epochs, batch_size=args.batch_size, chunk_size=args.chunk_size,
             lr=args.lr, temperature=args.temperature, negatives=CONFIGS[name], seed=args.seed)
@@ -109,21 +123,28 @@ def retriever(args: argparse.Namespace) -> None:
                                   "train_s": round(train_s, 1), "index_s": round(index_s, 1),
                                   "mined_per_query": mined,
                                   "loss_first_last": [round(x, 4) for x in losses]}
-        with col:
-            for split, queries, qrels in (("dev", dev_queries, train_split.qrels),
-                                          ("test", test.queries, test.qrels)):
-                if not queries:
-                    continue
-                for mode in ("dense", "hybrid"):
-                    metrics = evaluate_retrieval(col.searcher(), queries, qrels,
-                                                 mode=mode).metrics
-                    key = mode if split == "test" else f"{split}_{mode}"
-                    row[key] = {k: round(metrics[k], 4) for k in KEYS}
-                    print(f"  {key:<12}" + "".join(f"  {k} {row[key][k]:.4f}" for k in KEYS),
-                          flush=True)
+        _score(col, row, dev_queries, dev_qrels, test)
         rows[label] = row
         write_result("training.json", results)  # after every config: nothing lost
     print(f"wrote {path}")
+
+
+def _score(col, row: dict, dev_queries: dict, dev_qrels: dict, test,
+           modes: tuple[str, ...] = ("dense", "hybrid")) -> None:
+    """Score the dev and test queries, dense and hybrid, into ``row``; closes ``col``."""
+    from ragmix.evaluation.run_retrieval import evaluate_retrieval
+
+    with col:
+        for split, queries, qrels in (("dev", dev_queries, dev_qrels),
+                                      ("test", test.queries, test.qrels)):
+            if not queries:
+                continue
+            for mode in modes:
+                metrics = evaluate_retrieval(col.searcher(), queries, qrels, mode=mode).metrics
+                key = mode if split == "test" else f"{split}_{mode}"
+                row[key] = {k: round(metrics[k], 4) for k in KEYS}
+                print(f"  {key:<12}" + "".join(f"  {k} {row[key][k]:.4f}" for k in KEYS),
+                      flush=True)
 
 
 def rag(args: argparse.Namespace) -> None:
@@ -202,7 +223,8 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("retriever", help="SciFact retriever training, per negative type")
     r.add_argument("--data", type=__import__("pathlib").Path, default=DATA / "scifact")
-    r.add_argument("--configs", default="bm25", help=f"comma list of {', '.join(CONFIGS)}")
+    r.add_argument("--configs", default="bm25",
+                   help=f"comma list of untrained, {', '.join(CONFIGS)}")
     r.add_argument("--epochs", type=int, default=3)
     r.add_argument("--batch-size", type=int, default=32)
     r.add_argument("--chunk-size", type=int, default=32)
