@@ -20,7 +20,8 @@ baseline) and the dev and 300 test queries are scored, dense and hybrid
 (weighted fusion, the default). Results merge into bench/results/training.json
 under "scifact_retriever", beside the untrained figures from
 bench/results/retrieval_scifact.json. A rerun reuses a finished model of the
-same settings and resumes its index, so a crash costs at most one stage.
+same settings, resumes a crashed training from its last checkpoint (every 10
+steps) and resumes its index, so a crash costs little.
 
 ``rag``: the paper's joint fine-tuning of SmolLM2 (LoRA) and the MiniLM query
 encoder on ``steps x batch`` seeded SQuAD v1.1 train questions, retrieving from

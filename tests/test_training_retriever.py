@@ -203,6 +203,78 @@ def test_trainer_lowers_the_loss_and_saves_a_loadable_encoder(torch, tokenizer, 
         assert type(encoder).__name__ == "TwoTowerEncoder"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("crash_at", [2, 3])  # at an epoch's end, and inside one
+def test_resume_reproduces_an_uninterrupted_run(torch, tokenizer, tmp_path, crash_at):
+    from tiny_models import tiny_sentence_transformer
+
+    from ragmix.training.retriever import RetrieverTrainer
+
+    data = _toy_set()
+    config = RetrieverTrainConfig(epochs=3, batch_size=3, chunk_size=2, lr=3e-3, warmup=0.0,
+                                  temperature=0.1, negatives=("bm25", "model"),
+                                  learn_temperature=True, max_seq_length=32)
+
+    def trainer(config=config):  # a fresh process: the base model rebuilt from scratch
+        model, _ = tiny_sentence_transformer(torch, tokenizer, tmp_path / "base")
+        return RetrieverTrainer("unused", data, config, model=model)
+
+    def weights(model):
+        return [p.detach().clone() for p in model.parameters()]
+
+    straight = trainer()
+    uninterrupted = straight.train(tmp_path / "straight", checkpoint_every=1)
+    assert uninterrupted.steps == 6 and uninterrupted.resumed_from == 0
+    assert not (tmp_path / "straight" / "checkpoints").exists()  # deleted once saved
+
+    class Crash(Exception):
+        pass
+
+    def crash(event, **info):
+        if event == "step" and info["step"] == crash_at:
+            raise Crash
+
+    with pytest.raises(Crash):
+        trainer().train(tmp_path / "resumed", checkpoint_every=1, progress=crash)
+    resumed = trainer()
+    events = []
+    report = resumed.train(tmp_path / "resumed", checkpoint_every=1,
+                           progress=lambda event, **info: events.append((event, info)))
+    assert report.resumed_from == crash_at and report.steps == 6
+    assert ("start", {"total": 6, "done": crash_at}) in events
+    for a, b in zip(weights(straight.passage_model), weights(resumed.passage_model)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert resumed.temperature == straight.temperature
+    assert [s.loss for s in report.log] == [s.loss for s in uninterrupted.log]
+
+
+@pytest.mark.slow
+def test_resume_refuses_other_settings(torch, tokenizer, tmp_path):
+    from tiny_models import tiny_sentence_transformer
+
+    from ragmix.training.retriever import RetrieverTrainer
+
+    data = _toy_set()
+    model, _ = tiny_sentence_transformer(torch, tokenizer, tmp_path / "base")
+    config = RetrieverTrainConfig(epochs=2, batch_size=3, negatives=(), max_seq_length=32)
+
+    def stop(event, **info):
+        if event == "step":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        RetrieverTrainer("unused", data, config, model=model).train(tmp_path / "out",
+                                                                    checkpoint_every=1,
+                                                                    progress=stop)
+    other = RetrieverTrainConfig(epochs=2, batch_size=3, negatives=(), max_seq_length=32, lr=1e-3)
+    model, _ = tiny_sentence_transformer(torch, tokenizer, tmp_path / "base")
+    with pytest.raises(BadInputError, match="other settings"):
+        RetrieverTrainer("unused", data, other, model=model).train(tmp_path / "out")
+    report = RetrieverTrainer("unused", data, other, model=model).train(tmp_path / "out",
+                                                                        resume=False)
+    assert report.resumed_from == 0 and report.steps == 4
+
+
 def _write_beir(folder, data: TrainingSet) -> None:
     (folder / "qrels").mkdir(parents=True)
     with (folder / "corpus.jsonl").open("w") as fh:

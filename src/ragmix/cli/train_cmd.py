@@ -65,10 +65,17 @@ def _negatives(text: str) -> tuple[str, ...]:
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Train on a seeded sample of this many queries.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Steps between checkpoints (OUT/checkpoints, deleted when training ends).")
+@click.option("--no-resume", is_flag=True, help="Start over even if OUT has checkpoints.")
 def retriever_command(beir_dir, split, squad_file, out_dir, base, negatives, hard_negatives,
                       epochs, batch_size, chunk_size, lr, temperature, learn_temperature,
-                      two_tower, max_seq_length, limit, seed):
-    """Train a bi-encoder contrastively (InfoNCE) with in-batch and hard negatives."""
+                      two_tower, max_seq_length, limit, seed, checkpoint_every, no_resume):
+    """Train a bi-encoder contrastively (InfoNCE) with in-batch and hard negatives.
+
+    An interrupted run resumes from its last checkpoint when started again
+    with the same options.
+    """
     import random
 
     from ragmix.training.pairs import TrainingSet, load_beir_pairs, load_squad_pairs
@@ -99,16 +106,18 @@ def retriever_command(beir_dir, split, squad_file, out_dir, base, negatives, har
         if event == "stage":
             err.print(info["text"])
         elif event == "start":
-            task = bars.add_task("training", total=info["total"], loss=float("nan"),
-                                 tau=trainer.temperature)
+            task = bars.add_task("training", total=info["total"], completed=info["done"],
+                                 loss=float("nan"), tau=trainer.temperature)
         elif event == "step" and task is not None:
             bars.update(task, advance=1, loss=info["loss"], tau=info["temperature"])
 
     with bars:
-        report = trainer.train(out_dir, progress=progress)
+        report = trainer.train(out_dir, resume=not no_resume,
+                               checkpoint_every=checkpoint_every, progress=progress)
     first, last = report.log[0].loss, report.log[-1].loss
-    err.print(f"trained {report.steps} steps in {report.seconds:.0f} s, loss {first:.3f} -> "
-              f"{last:.3f}; saved to {Path(out_dir)}")
+    resumed = f" (resumed from step {report.resumed_from})" if report.resumed_from else ""
+    err.print(f"trained {report.steps} steps{resumed} in {report.seconds:.0f} s, loss "
+              f"{first:.3f} -> {last:.3f}; saved to {Path(out_dir)}")
     err.print(f"use it: ragmix index PATH --encoder {out_dir}   or   ragmix reembed "
               f"--collection DIR --encoder {out_dir} --out NEW_DIR")
 

@@ -6,15 +6,19 @@ holds every pair once), and
 against the whole pool of passages with InfoNCE (``infonce.py``). Large batches
 fit in CPU memory through gradient caching (``gradcache.py``). The result is a
 sentence-transformers folder (two subfolders for two towers) that
-``ragmix index --encoder PATH`` and ``ragmix reembed`` use.
+``ragmix index --encoder PATH`` and ``ragmix reembed`` use. Training
+checkpoints every few steps under ``OUTPUT/checkpoints`` (deleted once the
+model is saved), so a crashed run resumes exactly where it stopped.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import random
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -25,6 +29,8 @@ import numpy as np
 
 from ragmix._extras import require
 from ragmix.encoders.two_tower import TWO_TOWER_FILE
+from ragmix.errors import BadInputError
+from ragmix.training.checkpoint import load_latest, save_checkpoint
 from ragmix.training.infonce import info_nce, pool_exclusions
 from ragmix.training.negatives import Negatives, bm25_negatives, model_negatives
 from ragmix.training.pairs import TrainingSet, TrainPair
@@ -48,9 +54,10 @@ class RetrieverTrainReport:
 
     output: Path
     steps: int
-    seconds: float
+    seconds: float  # training time, including the part before a resume
     mined: dict[str, float]  # source -> mean negatives found per query
     log: tuple[StepLog, ...]
+    resumed_from: int = 0  # the checkpoint's step, 0 for a fresh run
 
 
 def embed(model: Any, texts: list[str]) -> Any:
@@ -90,7 +97,7 @@ class RetrieverTrainer:
 
     @property
     def temperature(self) -> float:
-        return 1.0 / min(math.exp(float(self.log_scale)), MAX_SCALE)
+        return 1.0 / min(math.exp(float(self.log_scale.detach())), MAX_SCALE)
 
     def mine(self, progress: Callable[[str], None] | None = None) -> dict[str, float]:
         """Mine every configured source of hard negatives; returns the mean found per query."""
@@ -152,15 +159,32 @@ class RetrieverTrainer:
             [[p.query for p, _ in batch], [self.data.corpus[i] for i in pool_ids]], loss_fn,
             chunk_size=self.config.chunk_size)
 
-    def train(self, output: str | Path, *, progress: Callable[..., None] | None = None,
-              ) -> RetrieverTrainReport:
-        """Mine, train for ``epochs`` and save to ``output``; ``progress(event, **info)``."""
+    def train(self, output: str | Path, *, resume: bool = True, checkpoint_every: int = 10,
+              progress: Callable[..., None] | None = None) -> RetrieverTrainReport:
+        """Mine, train for ``epochs`` and save to ``output``; ``progress(event, **info)``.
+
+        Every ``checkpoint_every`` steps the whole state (weights, optimiser,
+        schedule, mined negatives, the epoch's batch order, random states) is
+        written to ``output/checkpoints``; with ``resume`` (default) a run
+        finding one there continues exactly from it. The checkpoints are
+        deleted once the model is saved.
+        """
         torch = require("torch", "models")
         transformers = require("transformers", "models")
-        cfg = self.config
-        began = time.perf_counter()
+        if checkpoint_every < 1:
+            raise BadInputError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+        cfg, output = self.config, Path(output)
+        checkpoints = output / "checkpoints"
+        if not resume:
+            shutil.rmtree(checkpoints, ignore_errors=True)
+        state = load_latest(checkpoints) if resume else None
         say = (lambda text: progress("stage", text=text)) if progress else None
-        mined = self.mine(say)
+        run = self.fingerprint()
+        if state is not None and (state["config"] != asdict(cfg) or state["run"] != run):
+            raise BadInputError(
+                f"checkpoint {str(state['path'])!r} was made with other settings or data; use "
+                "the same options, --no-resume to start over, or a new output folder")
+        mined = state["mined"] if state is not None else self.mine(say)
         rng = random.Random(cfg.seed)
         positives = sum(len(p.positives) for p in self.data.pairs)
         total = math.ceil(positives / cfg.batch_size) * cfg.epochs
@@ -172,17 +196,31 @@ class RetrieverTrainer:
             {"params": [self.log_scale], "lr": cfg.lr * 100, "weight_decay": 0.0}], lr=cfg.lr)
         schedule = transformers.get_linear_schedule_with_warmup(
             optimizer, int(cfg.warmup * total), total)
-        self._train_mode(True)
         log: list[StepLog] = []
+        step, epoch, position, elapsed = 0, 0, 0, 0.0
+        order: list[list[tuple[TrainPair, str]]] | None = None
+        if state is not None:
+            self._restore(state, optimizer, schedule)
+            rng.setstate(state["rng_batches"])
+            log = [StepLog(**row) for row in state["log"]]
+            step, epoch, position = state["step"], state["epoch"], state["position"]
+            order, elapsed = self._batches_from_ids(state["order"]), state["seconds"]
+            if say is not None:
+                say(f"resuming from {state['path']} (step {step} of {total})")
+        resumed_from = step
+        self._train_mode(True)
         if progress is not None:
-            progress("start", total=total)
-        step = 0
-        for epoch in range(cfg.epochs):
-            if epoch > 0 and "model" in cfg.negatives:  # ANCE: re-mine with the current model
-                self._train_mode(False)
-                self.negatives["model"] = self._model_negatives()
-                self._train_mode(True)
-            for batch in self.batches(rng):
+            progress("start", total=total, done=step)
+        began = time.perf_counter() - elapsed
+        while epoch < cfg.epochs:
+            if order is None:
+                if epoch > 0 and "model" in cfg.negatives:  # ANCE: re-mine with the current model
+                    self._train_mode(False)
+                    self.negatives["model"] = self._model_negatives()
+                    self._train_mode(True)
+                order = self.batches(rng)
+            while position < len(order):
+                batch = order[position]
                 pool_ids, targets = self.pool(batch, rng)
                 optimizer.zero_grad()
                 loss = self.step_loss(batch, pool_ids, targets)
@@ -191,16 +229,58 @@ class RetrieverTrainer:
                 schedule.step()
                 with torch.no_grad():  # CLIP: clamp the parameter, so it can come back down
                     self.log_scale.clamp_(max=math.log(MAX_SCALE))
-                step += 1
+                step, position = step + 1, position + 1
                 log.append(StepLog(step, float(loss), self.temperature,
                                    time.perf_counter() - began))
+                if step % checkpoint_every == 0 or step == total:
+                    save_checkpoint(checkpoints, step, {
+                        "config": asdict(cfg), "run": run, "mined": mined,
+                        "models": self._model_states(), "log_scale": self.log_scale.detach(),
+                        "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                        "negatives": self.negatives, "rng_batches": rng.getstate(),
+                        "epoch": epoch, "position": position,
+                        "order": [[(p.query_id, pid) for p, pid in b] for b in order],
+                        "log": [asdict(row) for row in log],
+                        "seconds": time.perf_counter() - began})
                 if progress is not None:
                     progress("step", step=step, loss=float(loss), temperature=self.temperature)
+            epoch, position, order = epoch + 1, 0, None
         self._train_mode(False)
-        report = RetrieverTrainReport(Path(output), step, time.perf_counter() - began, mined,
-                                      tuple(log))
+        report = RetrieverTrainReport(output, step, time.perf_counter() - began, mined,
+                                      tuple(log), resumed_from)
         self.save(output, report)
+        shutil.rmtree(checkpoints, ignore_errors=True)  # the saved model supersedes them
         return report
+
+    def fingerprint(self) -> dict[str, str]:
+        """What a checkpoint must match besides the config: the training pairs and corpus."""
+        digest = hashlib.sha256()
+        for pair in self.data.pairs:
+            digest.update(f"{pair.query_id}\x00{pair.query}\x00{pair.positives}\x01".encode())
+        return {"pairs": f"{len(self.data.pairs)}:{digest.hexdigest()[:16]}",
+                "corpus": str(len(self.data.corpus))}
+
+    def _model_states(self) -> dict[str, Any]:
+        states = {"passage": self.passage_model.state_dict()}
+        if self.config.two_tower:
+            states["query"] = self.query_model.state_dict()
+        return states
+
+    def _restore(self, state: dict[str, Any], optimizer: Any, schedule: Any) -> None:
+        torch = require("torch", "models")
+        self.passage_model.load_state_dict(state["models"]["passage"])
+        if self.config.two_tower:
+            self.query_model.load_state_dict(state["models"]["query"])
+        with torch.no_grad():
+            self.log_scale.copy_(state["log_scale"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        self.negatives = state["negatives"]
+
+    def _batches_from_ids(self, order: list[list[tuple[str, str]]],
+                          ) -> list[list[tuple[TrainPair, str]]]:
+        by_id = {pair.query_id: pair for pair in self.data.pairs}
+        return [[(by_id[qid], pid) for qid, pid in batch] for batch in order]
 
     def _model_negatives(self) -> Negatives:
         """Negatives mined by the current model (before training, then each epoch: ANCE)."""
@@ -249,7 +329,6 @@ def _load(base: str | Path) -> Any:
     st = require("sentence_transformers", "models")
     from ragmix.encoders import _MINILM_ALIASES
     from ragmix.encoders.sentence_transformer import packaged_minilm_path
-    from ragmix.errors import BadInputError
 
     if str(base) in _MINILM_ALIASES:
         base = packaged_minilm_path()
