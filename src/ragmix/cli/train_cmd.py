@@ -52,12 +52,12 @@ def _negatives(text: str) -> tuple[str, ...]:
               help="Hard negatives: bm25, model, bm25,model or none (in-batch only).")
 @click.option("--hard-negatives", type=click.IntRange(min=0), default=1, show_default=True,
               help="Hard negatives per query, per source, per step.")
-@click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
               help="Queries per step (in-batch negatives).")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="GradCache chunk: lower it if memory runs short (same maths, other dropout masks).")
-@click.option("--lr", type=float, default=2e-5, show_default=True)
+@click.option("--lr", type=float, default=3e-5, show_default=True)
 @click.option("--temperature", type=float, default=0.05, show_default=True)
 @click.option("--learn-temperature", is_flag=True, help="Learn the temperature (CLIP-style).")
 @click.option("--two-tower", is_flag=True, help="Separate query and passage encoders (DPR).")
