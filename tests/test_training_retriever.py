@@ -215,7 +215,7 @@ def test_resume_reproduces_an_uninterrupted_run(torch, tokenizer, tmp_path, cras
                                   temperature=0.1, negatives=("bm25", "model"),
                                   learn_temperature=True, max_seq_length=32)
 
-    def trainer(config=config):  # a fresh process: the base model rebuilt from scratch
+    def trainer():  # a fresh process: the base model rebuilt from scratch
         model, _ = tiny_sentence_transformer(torch, tokenizer, tmp_path / "base")
         return RetrieverTrainer("unused", data, config, model=model)
 

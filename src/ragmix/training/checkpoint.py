@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ragmix._extras import require
+from ragmix.errors import BadInputError
 
 PREFIX = "step-"
 KEEP = 2
@@ -91,3 +92,24 @@ def load_latest(folder: Path) -> dict[str, Any] | None:
         state["path"] = path
         return state
     return None
+
+
+def resume_state(folder: Path, resume: bool, config: dict[str, Any],
+                 run: dict[str, str]) -> dict[str, Any] | None:
+    """The checkpoint to continue from, or None to start fresh.
+
+    Without ``resume`` the old checkpoints are deleted. A checkpoint made with
+    another ``config`` or ``run`` (what the data, model and index must match)
+    is refused, naming what differs.
+    """
+    if not resume:
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    state = load_latest(folder)
+    if state is not None and (state["config"] != config or state["run"] != run):
+        changed = [key for key in run if state["run"].get(key) != run[key]]
+        raise BadInputError(
+            f"checkpoint {str(state['path'])!r} was made with other settings "
+            f"({', '.join(changed) or 'the training options'} differ); use the same "
+            "options, --no-resume to start over, or a new output folder")
+    return state

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -29,7 +28,7 @@ from ragmix.errors import BadInputError
 from ragmix.generation.prompt import build_passage_prompt
 from ragmix.marginal.scoring import score_passages, with_end
 from ragmix.training.adapters import prepare_generator
-from ragmix.training.checkpoint import load_latest, save_checkpoint, trainable_state
+from ragmix.training.checkpoint import resume_state, save_checkpoint, trainable_state
 from ragmix.training.collapse import CollapseMonitor
 from ragmix.training.negatives import contains_answer
 from ragmix.training.rag_config import RagTrainConfig
@@ -206,19 +205,9 @@ class RagTrainer:
         log: list[RagStepLog] = []
         warnings: list[str] = []
         step, elapsed = 0, 0.0
-        checkpoints = output / "checkpoints"
-        if not resume:
-            shutil.rmtree(checkpoints, ignore_errors=True)
-        state = load_latest(checkpoints) if resume else None
-        run = self.fingerprint()
+        checkpoints, run = output / "checkpoints", self.fingerprint()
+        state = resume_state(checkpoints, resume, asdict(cfg), run)
         if state is not None:
-            found = state["path"]
-            if state["config"] != asdict(cfg) or state["run"] != run:
-                changed = [key for key in run if state["run"].get(key) != run[key]]
-                raise BadInputError(
-                    f"checkpoint {str(found)!r} was made with other settings "
-                    f"({', '.join(changed) or 'the training options'} differ); use the same "
-                    "options, --no-resume to start over, or a new output folder")
             self._load_trainable(self.gen.model, state["generator"])
             self.query_model.load_state_dict(state["query_model"])
             optimizer.load_state_dict(state["optimizer"])

@@ -30,7 +30,7 @@ import numpy as np
 from ragmix._extras import require
 from ragmix.encoders.two_tower import TWO_TOWER_FILE
 from ragmix.errors import BadInputError
-from ragmix.training.checkpoint import load_latest, save_checkpoint
+from ragmix.training.checkpoint import resume_state, save_checkpoint
 from ragmix.training.infonce import info_nce, pool_exclusions
 from ragmix.training.negatives import Negatives, bm25_negatives, model_negatives
 from ragmix.training.pairs import TrainingSet, TrainPair
@@ -174,16 +174,9 @@ class RetrieverTrainer:
         if checkpoint_every < 1:
             raise BadInputError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
         cfg, output = self.config, Path(output)
-        checkpoints = output / "checkpoints"
-        if not resume:
-            shutil.rmtree(checkpoints, ignore_errors=True)
-        state = load_latest(checkpoints) if resume else None
+        checkpoints, run = output / "checkpoints", self.fingerprint()
+        state = resume_state(checkpoints, resume, asdict(cfg), run)
         say = (lambda text: progress("stage", text=text)) if progress else None
-        run = self.fingerprint()
-        if state is not None and (state["config"] != asdict(cfg) or state["run"] != run):
-            raise BadInputError(
-                f"checkpoint {str(state['path'])!r} was made with other settings or data; use "
-                "the same options, --no-resume to start over, or a new output folder")
         mined = state["mined"] if state is not None else self.mine(say)
         rng = random.Random(cfg.seed)
         positives = sum(len(p.positives) for p in self.data.pairs)
