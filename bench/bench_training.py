@@ -49,6 +49,8 @@ set_offline_defaults()
 
 from _common import DATA, RESULTS, ROOT, require_data, write_result  # noqa: E402
 
+from ragmix.encoders import canonical_name  # noqa: E402
+
 CONFIGS = {"inbatch": (), "bm25": ("bm25",), "model": ("model",),
            "bm25+model": ("bm25", "model")}
 KEYS = ("ndcg@10", "recall@100", "mrr@10")
@@ -89,7 +91,7 @@ def retriever(args: argparse.Namespace) -> None:
         if name == "untrained":
             # the starting model, scored on the same dev and test queries (dev is the
             # baseline settings are chosen against); reuses bench_retrieval.py's index
-            work = ROOT / "bench" / ".work" / "retrieval-scifact-all-MiniLM-L6-v2"
+            work = ROOT / "bench" / ".work" / f"retrieval-scifact-{canonical_name('minilm')}"
             col, _ = index_corpus(work, test.corpus, encoder="minilm")
             _score(col, rows.setdefault("untrained", {}), dev_queries, dev_qrels, test,
                    ("dense", "hybrid", "bm25"))
@@ -178,7 +180,7 @@ def rag(args: argparse.Namespace) -> None:
             f"-top{args.top_layers or 'all'}-w{args.passage_words}-lr{args.lr:g}")
     journal = "eval-journal.jsonl" if args.eval_on == "dev" else "eval-heldout-journal.jsonl"
     out = ROOT / "bench" / ".work" / "runs" / name
-    work = ROOT / "bench" / ".work" / "retrieval-squad-all-MiniLM-L6-v2"
+    work = ROOT / "bench" / ".work" / f"retrieval-squad-{canonical_name('minilm')}"
     col, _ = index_corpus(work, folder / "paragraphs.jsonl", encoder="minilm")
     row: dict[str, object] = {}
     with col:
