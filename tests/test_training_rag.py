@@ -138,8 +138,9 @@ def test_resume_reproduces_an_uninterrupted_run(setup, torch, tmp_path):
         RagTrainer(col, gen, _examples(), _config(), query_model=query).train(
             tmp_path / "resumed", progress=crash_after_two)
     gen, query = fresh()  # a new process: everything rebuilt, then resumed from step 2
-    report = RagTrainer(col, gen, _examples(), _config(), query_model=query).train(
-        tmp_path / "resumed")
+    # checkpointing more often changes no result, so it does not block the resume
+    report = RagTrainer(col, gen, _examples(), _config(checkpoint_every=1),
+                        query_model=query).train(tmp_path / "resumed")
     assert report.resumed_from == 2 and report.steps == 4
     resumed = [p.detach() for p in [*gen.model.parameters(), *query.parameters()]]
     for a, b in zip(straight, resumed):

@@ -95,18 +95,22 @@ def load_latest(folder: Path) -> dict[str, Any] | None:
 
 
 def resume_state(folder: Path, resume: bool, config: dict[str, Any],
-                 run: dict[str, str]) -> dict[str, Any] | None:
+                 run: dict[str, str], *, ignore: tuple[str, ...] = ()) -> dict[str, Any] | None:
     """The checkpoint to continue from, or None to start fresh.
 
     Without ``resume`` the old checkpoints are deleted. A checkpoint made with
     another ``config`` or ``run`` (what the data, model and index must match)
-    is refused, naming what differs.
+    is refused, naming what differs. Config keys in ``ignore`` (settings that
+    do not change the result, such as how often to checkpoint) may differ.
     """
     if not resume:
         shutil.rmtree(folder, ignore_errors=True)
         return None
     state = load_latest(folder)
-    if state is not None and (state["config"] != config or state["run"] != run):
+    def kept(c: dict[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in c.items() if key not in ignore}
+
+    if state is not None and (kept(state["config"]) != kept(config) or state["run"] != run):
         changed = [key for key in run if state["run"].get(key) != run[key]]
         raise BadInputError(
             f"checkpoint {str(state['path'])!r} was made with other settings "

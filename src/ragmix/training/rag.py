@@ -206,7 +206,8 @@ class RagTrainer:
         warnings: list[str] = []
         step, elapsed = 0, 0.0
         checkpoints, run = output / "checkpoints", self.fingerprint()
-        state = resume_state(checkpoints, resume, asdict(cfg), run)
+        state = resume_state(checkpoints, resume, asdict(cfg), run,
+                             ignore=("checkpoint_every",))  # changes no result
         if state is not None:
             self._load_trainable(self.gen.model, state["generator"])
             self.query_model.load_state_dict(state["query_model"])
