@@ -251,7 +251,7 @@ def main() -> None:
     g.add_argument("--steps", type=int, default=150)
     g.add_argument("--batch-size", type=int, default=4)
     g.add_argument("--k", type=int, default=3, help="passages per question in training")
-    g.add_argument("--lr", type=float, default=3e-4)
+    g.add_argument("--lr", type=float, default=1e-3)
     g.add_argument("--top-layers", type=int, default=10)
     g.add_argument("--passage-words", type=int, default=100)
     g.add_argument("--eval-questions", type=int, default=300)

@@ -138,7 +138,7 @@ def retriever_command(beir_dir, split, squad_file, out_dir, base, negatives, har
 @click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--lr", type=float, default=None,
-              help="Generator learning rate [default: 3e-4 with LoRA, 2e-5 with --full].")
+              help="Generator learning rate [default: 1e-3 with LoRA, 2e-5 with --full].")
 @click.option("--query-lr", type=float, default=1e-5, show_default=True)
 @click.option("--tau", type=float, default=0.05, show_default=True,
               help="Temperature of the prior p(z|x) over dense scores.")
@@ -183,7 +183,7 @@ def rag_command(pairs_file, collection_dir, out_dir, mode, generator, k, steps, 
 
     config = RagTrainConfig(
         mode=mode, k=k, tau=tau, steps=steps, batch_size=batch_size,
-        lr=lr if lr is not None else (2e-5 if full else 3e-4), query_lr=query_lr, lora=not full,
+        lr=lr if lr is not None else (2e-5 if full else 1e-3), query_lr=query_lr, lora=not full,
         lora_r=lora_r, lora_alpha=2 * lora_r, top_layers=top_layers,
         train_query_encoder=not freeze_query_encoder,
         passage_words=passage_words, max_answer_tokens=max_answer_tokens,
