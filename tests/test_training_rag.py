@@ -177,7 +177,7 @@ def test_cli_trains_resumes_and_asks_with_the_trained_models(setup, torch, token
     runner = CliRunner()
     first = runner.invoke(cli, [*args, "--steps", "2"])
     assert first.exit_code == 0, first.output
-    more = runner.invoke(cli, [*args, "--steps", "2", "--lr", "1e-3"])
+    more = runner.invoke(cli, [*args, "--steps", "2", "--lr", "5e-3"])  # not the default
     assert more.exit_code != 0 and "other settings" in more.output
     run = json.loads((tmp_path / "run" / "ragmix_rag.json").read_text())
     assert run["steps"] == 2 and run["config"]["k"] == 2
