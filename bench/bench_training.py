@@ -1,7 +1,7 @@
 """Does training move the numbers? Retriever training on SciFact, joint RAG training on SQuAD.
 
     .venv/bin/python bench/bench_training.py retriever [--configs bm25] [--epochs 3]
-    .venv/bin/python bench/bench_training.py rag [--steps 150] [--k 3] [--top-layers 10]
+    .venv/bin/python bench/bench_training.py rag [--steps 300] [--k 3] [--top-layers 10] [--lr 1e-3]
 
 ``retriever``: fine-tunes the packaged all-MiniLM-L6-v2 on SciFact's train
 qrels with InfoNCE, once per negative configuration:
@@ -248,12 +248,12 @@ def main() -> None:
     g = sub.add_parser("rag", help="SQuAD joint fine-tuning of SmolLM2 + the query encoder")
     g.add_argument("--data", type=__import__("pathlib").Path, default=DATA / "squad-open")
     g.add_argument("--mode", choices=("rag-sequence", "rag-token"), default="rag-sequence")
-    g.add_argument("--steps", type=int, default=150)
+    g.add_argument("--steps", type=int, default=300)
     g.add_argument("--batch-size", type=int, default=4)
     g.add_argument("--k", type=int, default=3, help="passages per question in training")
     g.add_argument("--lr", type=float, default=1e-3)
     g.add_argument("--top-layers", type=int, default=10)
-    g.add_argument("--passage-words", type=int, default=100)
+    g.add_argument("--passage-words", type=int, default=128)
     g.add_argument("--eval-questions", type=int, default=300)
     g.add_argument("--eval-on", choices=("dev", "heldout"), default="dev",
                    help="dev: SQuAD-open dev (the reported figures); heldout: SQuAD train "
