@@ -107,6 +107,7 @@ def resume_state(folder: Path, resume: bool, config: dict[str, Any],
         shutil.rmtree(folder, ignore_errors=True)
         return None
     state = load_latest(folder)
+
     def kept(c: dict[str, Any]) -> dict[str, Any]:
         return {key: value for key, value in c.items() if key not in ignore}
 

@@ -31,7 +31,7 @@ from ragmix.training.adapters import prepare_generator
 from ragmix.training.checkpoint import resume_state, save_checkpoint, trainable_state
 from ragmix.training.collapse import CollapseMonitor
 from ragmix.training.negatives import contains_answer
-from ragmix.training.rag_config import RagTrainConfig
+from ragmix.training.rag_config import RESUME_NEUTRAL, RagTrainConfig
 from ragmix.training.retriever import embed
 from ragmix.types import Hit
 
@@ -206,8 +206,7 @@ class RagTrainer:
         warnings: list[str] = []
         step, elapsed = 0, 0.0
         checkpoints, run = output / "checkpoints", self.fingerprint()
-        state = resume_state(checkpoints, resume, asdict(cfg), run,
-                             ignore=("checkpoint_every",))  # changes no result
+        state = resume_state(checkpoints, resume, asdict(cfg), run, ignore=RESUME_NEUTRAL)
         if state is not None:
             self._load_trainable(self.gen.model, state["generator"])
             self.query_model.load_state_dict(state["query_model"])

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from ragmix.errors import BadInputError
 
 RAG_MODES = ("rag-sequence", "rag-token")
+# Settings that change no trained weight: a resume may use other values for them.
+RESUME_NEUTRAL = ("checkpoint_every",)
 
 
 @dataclass(frozen=True)
