@@ -4,6 +4,7 @@
 
 ``--modes`` is any of stuff, rag-sequence-thorough, rag-sequence-fast,
 rag-token (comma-separated); every mode answers the same sampled questions.
+``--suffix`` names the rows MODE+SUFFIX (``--limit 300 --suffix @300``).
 
 Answers ``--limit`` dev questions (a fixed seeded sample, the same for every
 mode) from the top k=5 passages of the SQuAD-open collection that
@@ -52,6 +53,9 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--modes", default="stuff", help="comma-separated, see above")
     parser.add_argument("--beams", type=int, default=None)
+    parser.add_argument("--suffix", default="",
+                        help="appended to each mode's key in the results file, so a run on "
+                             "other settings (e.g. --limit 300) keeps the default run's row")
     args = parser.parse_args()
 
     folder = require_data(args.data)
@@ -78,23 +82,24 @@ def main() -> None:
             row.update({"retrieval": args.retrieval, "fusion": args.fusion, "k": args.k,
                         "generator": args.generator, "max_new_tokens": args.max_new_tokens,
                         "questions": len(examples), "seed": args.seed, "beams": args.beams})
-            rows[mode], reports[mode] = row, report
+            rows[mode + args.suffix], reports[mode] = row, report
             print(f"{mode}  " + "  ".join(f"{key} {value}" for key, value in row.items()),
                   flush=True)
 
     path = RESULTS / "qa_squad.json"  # modes not run this time keep their rows
     previous = json.loads(path.read_text()) if path.exists() else {}
     kept = {k: v for k, v in previous.items() if isinstance(v, dict) and "em" in v}
-    examples_out = {mode: [{"question": r.question, "answers": list(r.answers[:3]),
-                            "prediction": r.prediction} for r in rep.results[:8]]
-                    for mode, rep in reports.items()}
+    examples_out = {mode + args.suffix: [
+        {"question": r.question, "answers": list(r.answers[:3]), "prediction": r.prediction}
+        for r in rep.results[:8]] for mode, rep in reports.items()}
     path = write_result("qa_squad.json", {
         **kept, **rows, "encoder": canonical_name(args.encoder),
         "examples": {**previous.get("examples", {}), **examples_out}})
     work = ROOT / "bench" / ".work"
     work.mkdir(parents=True, exist_ok=True)
     for mode, report in reports.items():
-        (work / f"qa_squad_{mode}.json").write_text(json.dumps(report.to_dict(), indent=1))
+        out = work / f"qa_squad_{mode}{args.suffix}.json"
+        out.write_text(json.dumps(report.to_dict(), indent=1))
         _journal(args, mode).unlink(missing_ok=True)
     print(f"wrote {path}")
 
