@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from ragmix.cli.main import cli
+from ragmix.cli.quiet import quiet_third_party
 
 
 def _index(runner: CliRunner, col: Path, *paths: Path, extra: tuple[str, ...] = ()):
@@ -82,6 +87,78 @@ def test_errors_are_one_line_and_nonzero(tmp_path: Path, corpus: Path) -> None:
     bad_encoder = runner.invoke(cli, ["index", str(corpus), "-c", str(tmp_path / "c3"),
                                       "--encoder", "no-such-model"])
     assert bad_encoder.exit_code == 1 and "unknown encoder" in bad_encoder.output
+
+
+def test_corrupt_collection_files_are_one_line_errors(tmp_path: Path, corpus: Path) -> None:
+    runner = CliRunner()
+    col = tmp_path / "col"
+    assert _index(runner, col, corpus).exit_code == 0
+    manifest = (col / "manifest.json").read_text()
+    (col / "manifest.json").write_text('{"encoder": "hashing-1024"}')
+    (col / "store.sqlite").write_bytes(b"this is not SQLite " * 200)
+    expected = {"manifest.json": "missing key(s) 'dim', 'chunker', 'index'",
+                "store.sqlite": "file is not a database"}
+    for name, problem in expected.items():
+        for args in (["search", "marker3"], ["info"], ["index", str(corpus)]):
+            result = runner.invoke(cli, [*args, "-c", str(col)])
+            assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result
+            lines = result.output.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+            assert str(col / name) in lines[0] and problem in lines[0] and "re-index" in lines[0]
+        (col / "manifest.json").write_text(manifest)  # next: the store alone is corrupt
+
+
+@contextmanager
+def _no_logging_configured() -> Iterator[None]:
+    """The root logger without pytest's capture handlers, as in a real ``ragmix`` process:
+    Python's last-resort handler then prints any WARNING to stderr."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers.clear()
+    try:
+        yield
+    finally:
+        root.handlers[:] = saved
+
+
+def test_third_party_warnings_stay_out_of_index_output(tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "good.txt").write_text("some text about passages")
+    (folder / "broken.pdf").write_bytes(b"not a pdf")
+    with _no_logging_configured():
+        result = _index(CliRunner(), tmp_path / "col", folder)
+    assert result.exit_code == 0, result.output
+    shown = " ".join(result.output.split())  # rich wraps long lines
+    assert "skipped 1 file" in shown and "broken.pdf: unreadable PDF" in shown
+    leaked = capsys.readouterr()
+    for text in (result.output, result.stdout, result.stderr, leaked.out, leaked.err):
+        assert "invalid pdf header" not in text and "EOF marker" not in text, text
+
+
+def test_ragmix_own_warnings_still_reach_the_cli_output(tmp_path: Path, corpus: Path) -> None:
+    runner = CliRunner()
+    col = tmp_path / "col"
+    assert _index(runner, col, corpus).exit_code == 0
+    (col / "bm25" / "params.json").write_text("{}")
+    with _no_logging_configured():
+        result = runner.invoke(cli, ["search", "marker3", "-c", str(col), "--mode", "bm25"])
+    assert result.exit_code == 0, result.output
+    assert "rebuilding unreadable" in result.stderr and "doc0003.md" in result.output
+
+
+def test_quiet_third_party_filters_others_warnings_and_log_records(capsys) -> None:
+    with _no_logging_configured(), warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with quiet_third_party():
+            warnings.warn_explicit("theirs", UserWarning, "pypdf/_reader.py", 1,
+                                   module="pypdf._reader")
+            warnings.warn_explicit("ours", UserWarning, "ragmix/x.py", 1, module="ragmix.x")
+            logging.getLogger("pypdf._reader").warning("invalid pdf header")
+            logging.getLogger("pypdf._reader").error("a real failure")
+            logging.getLogger("ragmix.store.views").warning("rebuilding a view")
+    assert [str(w.message) for w in seen] == ["ours"]
+    assert capsys.readouterr().err.splitlines() == ["a real failure", "rebuilding a view"]
 
 
 def test_console_script_runs(tmp_path: Path) -> None:

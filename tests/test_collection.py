@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ragmix.encoders import HashingEncoder
-from ragmix.errors import BadInputError, CollectionError, EncoderMismatchError
+from ragmix.errors import (
+    BadInputError,
+    CollectionError,
+    EncoderMismatchError,
+    MissingExtraError,
+)
 from ragmix.store import Collection
 
 
@@ -184,3 +192,70 @@ def test_searcher_fixes_fusion_and_source(collection, corpus) -> None:
     assert hits == collection.search("marker1", 3, mode="hybrid", fusion="rrf",
                                      source="*doc0001*")
     assert hits and all("doc0001" in h.source for h in hits)
+
+
+def _edited(manifest: dict, **changes) -> str:
+    return json.dumps({**manifest, **changes})
+
+
+@pytest.mark.parametrize(("edit", "problem"), [
+    (lambda m: '{"encoder": "hashing-64"}', "missing key(s) 'dim', 'chunker', 'index'"),
+    (lambda m: '{"encoder": "hashing-64", "dim": ', "not valid JSON"),
+    (lambda m: "[1, 2]", "expected a JSON object, got [1, 2]"),
+    (lambda m: _edited(m, dim="64"), "'dim' must be a positive integer, got \"64\""),
+    (lambda m: _edited(m, dim=True), "'dim' must be a positive integer, got true"),
+    (lambda m: _edited(m, dim=0), "'dim' must be a positive integer, got 0"),
+    (lambda m: _edited(m, index=["flat"]), "'index' must be an object"),
+    (lambda m: _edited(m, index={"nprobe": 8}), "'index' needs a string 'kind'"),
+    (lambda m: _edited(m, chunker={}), "'chunker' needs a string 'name'"),
+    (lambda m: _edited(m, colour="blue"), "unknown key(s) 'colour'"),
+])
+def test_corrupt_manifest_names_the_file_and_the_fault(tmp_path: Path, edit, problem) -> None:
+    Collection.create(tmp_path / "c", encoder="hashing-64").close()
+    path = tmp_path / "c" / "manifest.json"
+    path.write_text(edit(json.loads(path.read_text())))
+    with pytest.raises(CollectionError) as caught:
+        Collection.open(tmp_path / "c")
+    message = str(caught.value)
+    assert f"corrupt manifest {str(path)!r}: {problem}" in message
+    assert "re-index into a new collection" in message and "\n" not in message
+
+
+def test_manifest_that_is_not_text(tmp_path: Path) -> None:
+    Collection.create(tmp_path / "c", encoder="hashing-64").close()
+    (tmp_path / "c" / "manifest.json").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(CollectionError, match="manifest.json': not UTF-8 text; restore"):
+        Collection.open(tmp_path / "c")
+
+
+def test_newer_format_version_is_named_before_its_keys(tmp_path: Path) -> None:
+    Collection.create(tmp_path / "c", encoder="hashing-64").close()
+    (tmp_path / "c" / "manifest.json").write_text('{"format_version": 2, "layout": "v2"}')
+    with pytest.raises(CollectionError, match="format version 2, this ragmix reads version 1"):
+        Collection.open(tmp_path / "c")
+
+
+def test_corrupt_store_names_the_file_and_the_fix(tmp_path: Path, corpus: Path) -> None:
+    with Collection.create(tmp_path / "c", encoder="hashing-64") as col:
+        col.add([corpus])
+    store = tmp_path / "c" / "store.sqlite"
+    store.write_bytes(b"this is not SQLite " * 200)
+    with pytest.raises(CollectionError) as caught:
+        Collection.open(tmp_path / "c")
+    message = str(caught.value)
+    assert str(store) in message and "file is not a database" in message
+    assert "restore it from a backup, or re-index into a new collection" in message
+
+
+@pytest.mark.parametrize(("module", "mode", "extra"), [("bm25s", "bm25", "bm25"),
+                                                       ("faiss", "dense", "faiss")])
+def test_missing_extra_is_raised_without_a_rebuild_warning(
+    tmp_path: Path, corpus: Path, monkeypatch, caplog, module: str, mode: str, extra: str,
+) -> None:
+    with Collection.create(tmp_path / "c", encoder="hashing-64") as col:
+        col.add([corpus])  # saves both views, so opening loads them from disk
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed: import raises
+    with Collection.open(tmp_path / "c") as col, caplog.at_level(logging.WARNING):
+        with pytest.raises(MissingExtraError, match=rf"pip install 'ragmix\[{extra}\]'"):
+            col.search("marker6", k=1, mode=mode)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

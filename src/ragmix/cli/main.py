@@ -28,6 +28,7 @@ from ragmix.cli.options import (
     query_encoder_option,
     retrieval_option,
 )
+from ragmix.cli.quiet import quiet_third_party
 from ragmix.errors import RagmixError
 
 set_offline_defaults()
@@ -50,11 +51,13 @@ source_option = click.option("--source", default=None,
 
 
 class RagmixGroup(click.Group):
-    """Turns ragmix's own errors into one clean line and exit code 1."""
+    """Turns ragmix's own errors into one clean line and exit code 1, and keeps other
+    libraries' warnings off the output (see ragmix.cli.quiet)."""
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with quiet_third_party():
+                return super().invoke(ctx)
         except RagmixError as exc:
             raise click.ClickException(str(exc)) from exc
 

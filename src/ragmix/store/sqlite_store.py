@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ragmix.errors import CollectionError
 from ragmix.types import Chunk, Document
 
 _SCHEMA = """
@@ -74,14 +75,7 @@ class SqliteStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        # check_same_thread=False: the HTTP server reads from worker threads;
-        # SQLite itself serialises access to the connection.
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
-        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
+        self._db = _connect(path)
 
     def close(self) -> None:
         self._db.close()
@@ -246,6 +240,29 @@ class SqliteStore:
             yield
         finally:
             self._db.execute("COMMIT")
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """A connection to ``path`` with the schema in place, or a CollectionError naming the file."""
+    db = None
+    try:
+        # check_same_thread=False: the HTTP server reads from worker threads;
+        # SQLite itself serialises access to the connection.
+        db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")  # the first read: a corrupt file fails here
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.executescript(_SCHEMA)
+        db.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
+        return db
+    except sqlite3.DatabaseError as exc:
+        if db is not None:
+            db.close()
+        raise CollectionError(
+            f"cannot open the collection's store {str(path)!r} ({exc}); it holds the "
+            "documents and embeddings, so restore it from a backup, or re-index into a "
+            "new collection (ragmix index PATH --collection NEW_DIR)"
+        ) from exc
 
 
 class _Transaction:

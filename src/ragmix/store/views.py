@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ragmix.errors import RagmixError
+from ragmix.errors import MissingExtraError, RagmixError
 from ragmix.store.manifest import write_json_atomic
 from ragmix.store.sqlite_store import SqliteStore
 
@@ -30,7 +30,8 @@ DENSE_FILE = "dense.faiss"
 BM25_DIR = "bm25"
 STAMPS_FILE = "views.json"
 _ADD_BATCH = 50_000  # vectors read back from SQLite per FAISS add: bounds memory
-# A view file that fails to load is rebuilt from SQLite rather than failing the search.
+# A view file that fails to load is rebuilt from SQLite rather than failing the search;
+# a missing extra is not the file's fault (a rebuild needs it too), so it is re-raised first.
 _LOAD_ERRORS = (RagmixError, OSError, RuntimeError, ValueError, KeyError)
 
 
@@ -87,6 +88,8 @@ class Views:
                 index = FaissIndex.load(str(path))
                 current = self._stamps().get("dense") == generation
                 return index, generation if current else -1
+            except MissingExtraError:
+                raise
             except _LOAD_ERRORS as exc:
                 log.warning("rebuilding unreadable %s from the store: %s", path, exc)
         settings = dict(self._index_settings)
@@ -132,6 +135,8 @@ class Views:
             return None, -1
         try:
             index = BM25Index.load(str(path))
+        except MissingExtraError:
+            raise
         except _LOAD_ERRORS as exc:
             log.warning("rebuilding unreadable %s from the store: %s", path, exc)
             return None, -1
