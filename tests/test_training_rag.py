@@ -75,6 +75,29 @@ def test_gradients_reach_generator_and_query_encoder_not_documents(setup, torch,
                                                                col.manifest.dim))
 
 
+def test_the_prior_is_cosine_for_a_query_model_without_normalize(setup, torch, tokenizer,
+                                                               tmp_path):
+    """The same weights without a Normalize module give the same p(z|x): queries are normalised
+    as the index's passages are."""
+    from tiny_models import tiny_sentence_transformer
+
+    from ragmix.training.rag import RagTrainer
+
+    col, fresh = setup
+    questions = [ex.question for ex in _examples()]
+    plain, _ = tiny_sentence_transformer(torch, tokenizer, tmp_path / "plain", normalize=False)
+    priors = []
+    for query in (fresh()[1], plain):
+        trainer = RagTrainer(col, fresh()[0], _examples(), _config(), query_model=query.eval())
+        ids, prior = trainer.retrieve(questions)
+        priors.append((ids, prior.detach()))
+    with torch.no_grad():
+        raw = plain(plain.preprocess(questions))["sentence_embedding"]  # (B, D)
+    assert raw.norm(dim=-1).min() > 2  # the plain model does not normalise
+    np.testing.assert_array_equal(priors[0][0], priors[1][0])
+    torch.testing.assert_close(priors[0][1], priors[1][1], rtol=1e-5, atol=1e-5)
+
+
 def test_a_frozen_query_encoder_gets_no_gradient(setup):
     from ragmix.training.rag import RagTrainer
 

@@ -174,6 +174,69 @@ def test_config_rejects_bad_values():
         RetrieverTrainConfig(batch_size=0)
 
 
+def test_training_scores_cosine_for_a_model_without_normalize(torch, tokenizer, tmp_path,
+                                                             monkeypatch):
+    """A base model that does not normalise is trained on the unit vectors the index searches."""
+    import random
+
+    from tiny_models import tiny_sentence_transformer
+
+    from ragmix.training import retriever
+    from ragmix.training.infonce import info_nce
+
+    model, _ = tiny_sentence_transformer(torch, tokenizer, tmp_path, normalize=False)
+    data = _toy_set()
+    config = RetrieverTrainConfig(batch_size=6, chunk_size=4, temperature=0.1, negatives=(),
+                                  max_seq_length=32)
+    trainer = retriever.RetrieverTrainer("unused", data, config, model=model)
+    trainer._train_mode(False)  # no dropout, so the reference below sees the same vectors
+    scored = []
+
+    def spy(q, d, *args, **kwargs):
+        scored.append((q.detach(), d.detach()))
+        return info_nce(q, d, *args, **kwargs)
+
+    monkeypatch.setattr(retriever, "info_nce", spy)
+    batch = [(pair, pair.positives[0]) for pair in data.pairs]
+    pool_ids, targets = trainer.pool(batch, random.Random(0))
+    loss = trainer.step_loss(batch, pool_ids, targets)
+    (q, d), = scored
+    torch.testing.assert_close(q.norm(dim=-1), torch.ones(len(q)))  # (B,)
+    torch.testing.assert_close(d.norm(dim=-1), torch.ones(len(d)))  # (N,)
+    with torch.no_grad():
+        raw_q = model(model.preprocess([p.query for p, _ in batch]))["sentence_embedding"]
+        raw_d = model(model.preprocess([data.corpus[i] for i in pool_ids]))["sentence_embedding"]
+    assert raw_q.norm(dim=-1).min() > 2  # the model itself is far from unit norm
+    cosine = info_nce(torch.nn.functional.normalize(raw_q, dim=-1),
+                      torch.nn.functional.normalize(raw_d, dim=-1), torch.tensor(targets),
+                      temperature=0.1)
+    assert float(loss) == pytest.approx(float(cosine), rel=1e-5)
+
+
+def test_a_model_without_normalize_indexes_the_vectors_it_was_trained_on(torch, tokenizer,
+                                                                         tmp_path):
+    from tiny_models import tiny_sentence_transformer
+
+    from ragmix.encoders import load_encoder
+    from ragmix.encoders.sentence_transformer import embed
+    from ragmix.training.retriever import RetrieverTrainer
+
+    model, _ = tiny_sentence_transformer(torch, tokenizer, tmp_path, normalize=False)
+    data = _toy_set()
+    config = RetrieverTrainConfig(epochs=1, batch_size=6, negatives=(), max_seq_length=32)
+    trainer = RetrieverTrainer("unused", data, config, model=model)
+    trainer.train(tmp_path / "out")
+    texts = list(data.corpus.values())
+    encoder = load_encoder(str(tmp_path / "out"))
+    vectors = encoder.encode_documents(texts, batch_size=4)  # (n, D)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    with torch.no_grad():
+        trained = embed(trainer.passage_model.eval(), texts).numpy()  # (n, D)
+    np.testing.assert_allclose(vectors, trained, atol=1e-5)
+    reference = encoder.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    np.testing.assert_allclose(vectors, reference, atol=1e-6)  # as sentence-transformers does
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("two_tower", [False, True])
 def test_trainer_lowers_the_loss_and_saves_a_loadable_encoder(torch, tokenizer, tmp_path,

@@ -74,8 +74,12 @@ def tiny_bart(torch, tokenizer):
 
 
 
-def tiny_sentence_transformer(torch, tokenizer, folder):
-    """A random 2-layer BERT with mean pooling and normalisation, saved to ``folder``."""
+def tiny_sentence_transformer(torch, tokenizer, folder, *, normalize=True):
+    """A random 2-layer BERT with mean pooling and normalisation, saved to ``folder``.
+
+    ``normalize=False`` leaves out the ``Normalize`` module, as many base models do;
+    the weights are the same either way.
+    """
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
     from transformers import BertConfig, BertModel
@@ -89,6 +93,7 @@ def tiny_sentence_transformer(torch, tokenizer, folder):
     BertModel(config).save_pretrained(bert_dir)
     tokenizer.save_pretrained(bert_dir)
     word = Transformer(str(bert_dir), max_seq_length=64)
-    model = SentenceTransformer(modules=[word, Pooling(32, "mean"), Normalize()], device="cpu")
+    modules = [word, Pooling(32, "mean"), *([Normalize()] if normalize else [])]
+    model = SentenceTransformer(modules=modules, device="cpu")
     model.save(str(folder / "st"))
     return model, folder / "st"

@@ -1,14 +1,23 @@
-"""Bi-encoder embeddings through sentence-transformers (default: all-MiniLM-L6-v2)."""
+"""Bi-encoder embeddings through sentence-transformers (default: all-MiniLM-L6-v2).
+
+:func:`embed` is the one way ragmix turns texts into vectors with such a
+model: indexing, search and training all go through it, so a model is
+trained on the very (unit) vectors the index stores and searches.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ragmix._extras import require
 from ragmix.errors import BadInputError
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
@@ -19,11 +28,52 @@ def packaged_minilm_path() -> Path:
     return Path(package.get_model_path())
 
 
+def embed(model: Any, texts: Sequence[str]) -> Tensor:
+    """(n, D) unit-norm embeddings of ``texts`` from a SentenceTransformer; a graph if grad is on.
+
+    The normalisation is done here, not left to the model: a base model
+    without a ``Normalize`` module is then trained on cosine, as it is
+    searched (all-MiniLM-L6-v2 ships one; normalising twice is harmless).
+    """
+    torch = require("torch", "models")
+    st_util = require("sentence_transformers.util", "models")
+    features = st_util.batch_to_device(model.preprocess(list(texts)), model.device)
+    pooled = model(features)["sentence_embedding"]  # (n, D)
+    return torch.nn.functional.normalize(pooled, p=2, dim=-1)  # (n, D)
+
+
+def encode(model: Any, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+    """(n, D) float32 unit vectors of ``texts``: :func:`embed` in eval mode, without a graph.
+
+    Texts go longest first in batches of ``batch_size`` (the order
+    ``SentenceTransformer.encode`` uses), so batches pad little. The model's
+    train/eval mode is restored afterwards.
+    """
+    torch = require("torch", "models")
+    texts = list(texts)
+    if not texts:
+        return np.zeros((0, int(model.get_embedding_dimension())), dtype=np.float32)
+    order = np.argsort([-len(text) for text in texts])
+    parts = []
+    training = model.training
+    model.eval()  # the encoder itself, not a dropout sample
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                batch = [texts[i] for i in order[start : start + batch_size]]
+                parts.append(embed(model, batch).float().cpu().numpy())  # (b, D)
+    finally:
+        model.train(training)
+    out = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)  # (n, D)
+    out[order] = np.concatenate(parts)
+    return out
+
+
 class SentenceTransformerEncoder:
     """A sentence-transformers model with normalised outputs, so inner product = cosine.
 
     S-BERT models share one tower: queries and documents use the same weights.
-    Texts are sorted by length inside ``encode`` so batches pad little.
+    Vectors come from :func:`encode`, the embedding training uses too.
 
     >>> enc = SentenceTransformerEncoder()  # doctest: +SKIP
     >>> enc.encode_queries(["what is RAG?"]).shape  # doctest: +SKIP
@@ -59,14 +109,7 @@ class SentenceTransformerEncoder:
         return self._model
 
     def _encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
-        vectors = self._model.encode(
-            list(texts),
-            batch_size=batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return np.ascontiguousarray(vectors, dtype=np.float32)  # (n, dim)
+        return encode(self._model, texts, batch_size=batch_size)  # (n, dim)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         return self._encode(texts, batch_size=32)
@@ -76,7 +119,7 @@ class SentenceTransformerEncoder:
     ) -> np.ndarray:
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
-        # Chunks of several batches: the model sorts by length inside each call,
+        # Chunks of several batches: encode() sorts by length inside each call,
         # and the caller still sees progress.
         step = batch_size * 8
         parts = []

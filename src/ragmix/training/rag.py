@@ -2,7 +2,8 @@
 
 For each (question, answer): embed the question with the query encoder,
 retrieve the top-k passages from the frozen index, take the prior
-log p(z|x) = log_softmax(d(z) . q(x) / tau) with the passage embeddings read
+log p(z|x) = log_softmax(d(z) . q(x) / tau) (cosine: q(x) is normalised as the
+index's d(z) are) with the passage embeddings read
 from the store (constants: the document encoder and the index never change),
 score the gold answer under each passage with the generator (teacher forcing)
 and minimise the marginal negative log-likelihood of RAG-Sequence or
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ragmix._extras import require
+from ragmix.encoders.sentence_transformer import embed
 from ragmix.errors import BadInputError
 from ragmix.generation.prompt import build_passage_prompt
 from ragmix.marginal.scoring import score_passages, with_end
@@ -32,7 +34,6 @@ from ragmix.training.checkpoint import resume_state, save_checkpoint, trainable_
 from ragmix.training.collapse import CollapseMonitor
 from ragmix.training.negatives import contains_answer
 from ragmix.training.rag_config import RESUME_NEUTRAL, RagTrainConfig
-from ragmix.training.retriever import embed
 from ragmix.types import Hit
 
 RUN_FILE = "ragmix_rag.json"
@@ -126,7 +127,7 @@ class RagTrainer:
         if (ids < 0).any():
             raise BadInputError(f"the index returned fewer than k={self.config.k} passages; "
                                 "lower -k")
-        q = embed(self.query_model, questions)  # (B, D), with a graph when training
+        q = embed(self.query_model, questions)  # (B, D) unit vectors, with a graph when training
         dim = self.col.manifest.dim
         d = torch.from_numpy(self.col.store.embeddings(ids.ravel(), dim))  # (B*K, D)
         d = d.view(len(questions), self.config.k, dim)  # (B, K, D)

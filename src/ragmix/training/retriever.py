@@ -3,7 +3,9 @@
 Each step takes ``batch_size`` (query, positive passage) pairs (an epoch
 holds every pair once), and
 ``hard_negatives`` mined passages per query and source; every query is scored
-against the whole pool of passages with InfoNCE (``infonce.py``). Large batches
+against the whole pool of passages with InfoNCE (``infonce.py``) on cosine:
+the unit vectors of ``encoders.sentence_transformer.embed``, the embedding
+the index stores, whether or not the base model normalises. Large batches
 fit in CPU memory through gradient caching (``gradcache.py``). The result is a
 sentence-transformers folder (two subfolders for two towers) that
 ``ragmix index --encoder PATH`` and ``ragmix reembed`` use. Training
@@ -28,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ragmix._extras import require
+from ragmix.encoders.sentence_transformer import embed, encode, packaged_minilm_path
 from ragmix.encoders.two_tower import TWO_TOWER_FILE
 from ragmix.errors import BadInputError
 from ragmix.training.checkpoint import resume_state, save_checkpoint
@@ -58,19 +61,6 @@ class RetrieverTrainReport:
     mined: dict[str, float]  # source -> mean negatives found per query
     log: tuple[StepLog, ...]
     resumed_from: int = 0  # the checkpoint's step, 0 for a fresh run
-
-
-def embed(model: Any, texts: list[str]) -> Any:
-    """(n, D) embeddings of ``texts`` from a SentenceTransformer, with a graph if grad is on."""
-    return model(model.preprocess(list(texts)))["sentence_embedding"]
-
-
-def _numpy_embedder(model: Any) -> Callable[[list[str]], np.ndarray]:
-    def run(texts: list[str]) -> np.ndarray:
-        out = model.encode(texts, batch_size=64, normalize_embeddings=False,
-                           convert_to_numpy=True, show_progress_bar=False)
-        return np.asarray(out, dtype=np.float32)
-    return run
 
 
 class RetrieverTrainer:
@@ -150,7 +140,7 @@ class RetrieverTrainer:
                                                 pool_ids))  # (B, N)
         target = torch.tensor(targets)  # (B,)
 
-        def loss_fn(q, d):  # (B, D), (N, D)
+        def loss_fn(q, d):  # (B, D), (N, D) unit vectors, as the index holds: cosine
             return info_nce(q, d, target, temperature=1.0 / self.log_scale.exp(),
                             excluded=excluded)
 
@@ -279,9 +269,10 @@ class RetrieverTrainer:
         """Negatives mined by the current model (before training, then each epoch: ANCE)."""
         cfg = self.config
         return model_negatives(self.data.pairs, self.data.corpus,
-                               _numpy_embedder(self.query_model),
-                               _numpy_embedder(self.passage_model), count=cfg.mine_pool,
-                               depth=cfg.mine_depth, max_ratio=cfg.max_ratio)
+                               lambda texts: encode(self.query_model, texts),
+                               lambda texts: encode(self.passage_model, texts),
+                               count=cfg.mine_pool, depth=cfg.mine_depth,
+                               max_ratio=cfg.max_ratio)
 
     def _decay_groups(self) -> tuple[list[Any], list[Any]]:
         """Trainable weights split into (decayed, not decayed: biases and LayerNorms)."""
@@ -321,7 +312,6 @@ class RetrieverTrainer:
 def _load(base: str | Path) -> Any:
     st = require("sentence_transformers", "models")
     from ragmix.encoders import _MINILM_ALIASES
-    from ragmix.encoders.sentence_transformer import packaged_minilm_path
 
     if str(base) in _MINILM_ALIASES:
         base = packaged_minilm_path()
