@@ -102,9 +102,96 @@ def test_grad_cache_replays_dropout(torch):
     d = torch.cat([enc(passages[:4]), enc(passages[4:])])
     loss_fn(q, d).backward()
     plain = [p.grad.clone() for p in enc.parameters()]
+    after_reference = torch.get_rng_state()
     enc.zero_grad()
     torch.manual_seed(7)
     cached_backward([enc, enc], [queries, passages], loss_fn, chunk_size=4)
+    for a, b in zip(plain, [p.grad for p in enc.parameters()]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # the replays leave the generator where the first pass left it
+    assert torch.equal(torch.get_rng_state(), after_reference)
+
+
+def test_grad_cache_replays_the_cuda_generators_of_tensor_inputs(torch, monkeypatch):
+    """On a GPU dropout draws from the device's generator: each chunk's state is saved and set
+    again for its replay, as sentence-transformers' RandContext does (mocked: no GPU here)."""
+    import torch.utils.checkpoint as checkpoint
+
+    from ragmix.training.gradcache import cached_backward
+    from ragmix.training.infonce import info_nce
+
+    got, put, forked = [], [], []
+
+    def get_device_states(*args):
+        got.append(args)
+        return [0], [torch.tensor([len(got)])]  # device 0, one state per chunk
+
+    def set_device_states(devices, states, **_):
+        put.append((list(devices), [int(s) for s in states]))
+
+    real_fork = torch.random.fork_rng
+
+    def fork_rng(devices=None, **kwargs):
+        forked.append(list(devices))
+        return real_fork(devices=[], **kwargs)  # the CPU generator; there is no device 0
+
+    monkeypatch.setattr(checkpoint, "get_device_states", get_device_states)
+    monkeypatch.setattr(checkpoint, "set_device_states", set_device_states)
+    monkeypatch.setattr(torch.random, "fork_rng", fork_rng)
+    g = torch.Generator().manual_seed(4)
+    queries, passages = torch.randn(6, 6, generator=g), torch.randn(6, 6, generator=g)
+    enc = _encoder(torch).train()
+    cached_backward([enc, enc], [queries, passages],
+                    lambda q, d: info_nce(q, d, torch.arange(6), temperature=1.0), chunk_size=4)
+    chunks = [queries[:4], queries[4:], passages[:4], passages[4:]]
+    assert len(got) == 4 and all(len(args) == 1 for args in got)
+    for args, chunk in zip(got, chunks):
+        torch.testing.assert_close(args[0], chunk, rtol=0, atol=0)
+    assert put == [([0], [1]), ([0], [2]), ([0], [3]), ([0], [4])]  # each chunk its own state
+    assert forked == [[0]] * 4
+
+
+def test_grad_cache_replays_the_generators_of_the_devices_given_for_texts(torch, monkeypatch):
+    """Texts carry no device: the encoders' devices are named, and their generators replayed."""
+    import torch.utils.checkpoint as checkpoint
+
+    from ragmix.training.gradcache import cached_backward
+    from ragmix.training.infonce import info_nce
+
+    saved, put = [], []
+
+    def get_rng_state(device):
+        saved.append(device)
+        return torch.tensor([len(saved)])
+
+    monkeypatch.setattr(torch.cuda, "get_rng_state", get_rng_state)
+    monkeypatch.setattr(checkpoint, "set_device_states",
+                        lambda devices, states, **_: put.append((list(devices),
+                                                                 [int(s) for s in states])))
+    real_fork = torch.random.fork_rng
+    monkeypatch.setattr(torch.random, "fork_rng",
+                        lambda devices=None, **kw: real_fork(devices=[], **kw))
+    g = torch.Generator().manual_seed(4)
+    features = {f"text {i}": row for i, row in enumerate(torch.randn(6, 6, generator=g))}
+    texts = list(features)
+    enc = _encoder(torch).train()
+
+    def embed(chunk):  # (n, 4) from a list of texts
+        return enc(torch.stack([features[t] for t in chunk]))
+
+    def loss_fn(q, d):
+        return info_nce(q, d, torch.arange(6), temperature=1.0)
+
+    torch.manual_seed(7)  # the reference: the same chunks, embedded with a graph
+    loss_fn(torch.cat([embed(texts[:4]), embed(texts[4:])]),
+            torch.cat([embed(texts[:4]), embed(texts[4:])])).backward()
+    plain = [p.grad.clone() for p in enc.parameters()]
+    enc.zero_grad()
+    torch.manual_seed(7)
+    cached_backward([embed, embed], [texts, texts], loss_fn, chunk_size=4,
+                    devices=[torch.device("cpu"), torch.device("cuda:1"), torch.device("cuda:1")])
+    assert saved == [1] * 4  # once per chunk, the CPU and a repeated device skipped
+    assert put == [([1], [1]), ([1], [2]), ([1], [3]), ([1], [4])]
     for a, b in zip(plain, [p.grad for p in enc.parameters()]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 

@@ -147,7 +147,8 @@ class RetrieverTrainer:
         return cached_backward(
             [lambda t: embed(self.query_model, t), lambda t: embed(self.passage_model, t)],
             [[p.query for p, _ in batch], [self.data.corpus[i] for i in pool_ids]], loss_fn,
-            chunk_size=self.config.chunk_size)
+            chunk_size=self.config.chunk_size,
+            devices=(self.query_model.device, self.passage_model.device))  # texts carry none
 
     def train(self, output: str | Path, *, resume: bool = True, checkpoint_every: int = 10,
               progress: Callable[..., None] | None = None) -> RetrieverTrainReport:
