@@ -1,10 +1,30 @@
-"""ragmix: Retrieval-Augmented Generation (Lewis et al., 2020), offline-first.
+r"""ragmix: Retrieval-Augmented Generation (Lewis et al., 2020), offline-first.
 
->>> from ragmix import Collection, RAG                      # doctest: +SKIP
->>> col = Collection.create("my-col")                        # doctest: +SKIP
->>> col.add(["docs/"])                                       # doctest: +SKIP
->>> col.search("how are passages chunked?", k=3)             # doctest: +SKIP
->>> RAG(col, load_generator()).ask("what is ragmix?").text   # doctest: +SKIP
+Index a folder, search it, answer from it. This example runs anywhere: the
+hashing encoder and a scripted generator stand in for the packaged models, which
+the defaults load instead (``Collection.create("my-col")`` embeds with
+all-MiniLM-L6-v2; ``load_generator()`` answers with SmolLM2-135M-Instruct).
+
+>>> import tempfile
+>>> from pathlib import Path
+>>> from ragmix import RAG, Collection
+>>> from ragmix.testing import ScriptedGenerator
+>>> tmp = tempfile.TemporaryDirectory()
+>>> notes = Path(tmp.name, "notes")
+>>> notes.mkdir()
+>>> _ = (notes / "varno.md").write_text("# Lake Varno\n\nLake Varno is 310 metres deep.")
+>>> _ = (notes / "kelm.md").write_text("# Kelm\n\nKelm is a fishing town founded in 1672.")
+>>> col = Collection.create(Path(tmp.name, "my-col"), encoder="hashing-256")
+>>> col.add([notes]).added
+2
+>>> [hit.title for hit in col.search("how deep is lake varno?", k=2)]
+['Lake Varno', 'Kelm']
+>>> answer = RAG(col, ScriptedGenerator("It is 310 metres deep [1].")).ask(
+...     "How deep is Lake Varno?")
+>>> answer.text, [hit.title for hit in answer.sources]
+('It is 310 metres deep [1].', ['Lake Varno'])
+>>> col.close()
+>>> tmp.cleanup()
 """
 
 from ragmix.errors import (

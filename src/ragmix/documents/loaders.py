@@ -44,7 +44,7 @@ _MD_FENCE = re.compile(r"[ ]{0,3}(```|~~~)")
 
 
 def load_paths(paths: Sequence[str | Path], *, max_bytes: int = 20_000_000) -> Iterator[Item]:
-    """Yield a Document or a Skipped for every file under ``paths``, in a stable order.
+    r"""Yield a Document or a Skipped for every file under ``paths``, in a stable order.
 
     A folder is walked recursively in sorted order, ignoring hidden files and
     folders (``.git``); a file named explicitly is loaded whatever its name.
@@ -52,8 +52,16 @@ def load_paths(paths: Sequence[str | Path], *, max_bytes: int = 20_000_000) -> I
     for JSONL the ``max_bytes`` limit applies to each row, not the whole file.
     Raises :class:`BadInputError` at once if a path does not exist.
 
-    >>> for item in load_paths(["docs/"]):  # doctest: +SKIP
-    ...     print(item.doc_id if isinstance(item, Document) else item.reason)
+    >>> import tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> _ = Path(tmp.name, "guide.md").write_text("# The Guide\n\nRead me first.")
+    >>> _ = Path(tmp.name, "photo.png").write_bytes(b"\x89PNG")
+    >>> for item in load_paths([tmp.name]):  # doctest: +ELLIPSIS
+    ...     print(Path(item.source).name, "|", item.title if isinstance(item, Document)
+    ...           else item.reason)
+    guide.md | The Guide
+    photo.png | unsupported file type .png (supported: .txt, .md, ...)
+    >>> tmp.cleanup()
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]  # a lone path, not a sequence of one-letter paths

@@ -1,12 +1,27 @@
 """Answer questions from retrieved passages.
 
 Importing this package does not import torch: models load inside the functions
-that need them.
+that need them. A searcher is anything with ``search(query, k, *, mode)``, such
+as a :class:`~ragmix.store.Collection`; ``load_generator()`` gives the packaged
+SmolLM2-135M-Instruct, for which :class:`~ragmix.testing.ScriptedGenerator`
+stands in here.
 
->>> from ragmix.generation import RAG, load_generator
->>> rag = RAG(collection, load_generator("smollm2"), k=4)  # doctest: +SKIP
->>> rag.ask("Which retrieval modes does ragmix offer?").text  # doctest: +SKIP
-'Dense, sparse and hybrid [1].'
+>>> from ragmix.generation import RAG
+>>> from ragmix.testing import ScriptedGenerator
+>>> from ragmix.types import Hit
+>>> class OnePassage:
+...     def search(self, query, k, *, mode):
+...         return [Hit(0, "modes.md", "ragmix searches dense, bm25 or hybrid.", 1.0, 1.0, 1)]
+>>> generator = ScriptedGenerator("Dense, BM25 and hybrid [1].")
+>>> answer = RAG(OnePassage(), generator, k=4).ask("Which retrieval modes does ragmix offer?")
+>>> answer.text, answer.cited
+('Dense, BM25 and hybrid [1].', (1,))
+>>> print(generator.prompts[0])  # doctest: +ELLIPSIS
+Read the numbered passages and answer the question below in a few words, ...
+<BLANKLINE>
+[1] ragmix searches dense, bm25 or hybrid.
+<BLANKLINE>
+Question: Which retrieval modes does ragmix offer?
 """
 
 from __future__ import annotations

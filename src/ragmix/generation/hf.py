@@ -27,13 +27,22 @@ class HFGenerator:
     :meth:`generate` and :meth:`token_logprobs` alike, so an answer is scored
     under the same prompt it was generated from.
 
-    Example (a folder you already have; nothing is downloaded)::
+    Example on a folder written by ``save_pretrained`` (nothing is ever
+    downloaded). Here it holds a tiny random model; from a SmolLM2-135M-Instruct
+    folder, ``generate`` answers 'The capital of France is Paris.' and
+    ``token_logprobs`` gives ``[array([-4.10, -6.67])]``.
 
-        gen = HFGenerator.from_pretrained("/models/SmolLM2-135M-Instruct")
-        gen.generate("What is the capital of France?", max_new_tokens=16)
-        # 'The capital of France is Paris.'
-        gen.token_logprobs(["What is the capital of France?"], ["Paris."])
-        # [array([-4.10, -6.67])]
+    >>> import tempfile
+    >>> from ragmix.testing import tiny_random_generator
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> tiny = tiny_random_generator()
+    >>> tiny.model.save_pretrained(tmp.name)
+    >>> _ = tiny.tokenizer.save_pretrained(tmp.name)
+    >>> gen = HFGenerator.from_pretrained(tmp.name)
+    >>> text = gen.generate("What is the capital of France?", max_new_tokens=4)
+    >>> [lp.shape for lp in gen.token_logprobs(["What is the capital of France?"], ["Paris."])]
+    [(2,)]
+    >>> tmp.cleanup()
     """
 
     def __init__(

@@ -27,12 +27,23 @@ class RAG:
     (``max_context_tokens`` and ``count_tokens``, as :class:`HFGenerator`
     does), the lowest-ranked hits are dropped until prompt and answer fit.
 
-    Example::
+    With ``load_generator()`` (SmolLM2) in place of the scripted generator:
 
-        rag = RAG(collection, load_generator(), k=4)
-        answer = rag.ask("What happens if indexing is interrupted?")
-        print(answer.text)             # '... is resumed on the next add [2].'
-        [hit.source for hit in answer.sources]
+    >>> import tempfile
+    >>> from ragmix import Collection, Document
+    >>> from ragmix.testing import ScriptedGenerator
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> collection = Collection.create(tmp.name, encoder="hashing-256")
+    >>> _ = collection.add_documents([
+    ...     Document("varno", "Lake Varno is 310 metres deep.", "varno.md", title="Lake Varno"),
+    ...     Document("kelm", "Kelm was founded in 1672 by fishermen.", "kelm.md", title="Kelm"),
+    ... ])
+    >>> rag = RAG(collection, ScriptedGenerator("Fishermen founded it in 1672 [1]."), k=2)
+    >>> answer = rag.ask("Who founded Kelm?")
+    >>> answer.text, answer.cited, [hit.source for hit in answer.sources]
+    ('Fishermen founded it in 1672 [1].', (1,), ['kelm.md'])
+    >>> collection.close()
+    >>> tmp.cleanup()
     """
 
     def __init__(

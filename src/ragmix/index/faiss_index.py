@@ -54,13 +54,21 @@ class FaissIndex:
     supports and ``ivfpq``'s ``nbits`` drops to ``floor(log2(n))`` (see
     :attr:`effective_params`); ``ivfpq`` needs at least 2 vectors in that first add.
 
-    Example::
-
-        index = FaissIndex("hnsw", 384, ef_search=64)
-        index.add(np.arange(len(vecs)), vecs)          # (n,), (n, 384) float32
-        scores, ids = index.search(queries, 10)        # (q, 10), (q, 10); -1 = empty
-        index.save("vectors.faiss")
-        same = FaissIndex.load("vectors.faiss")
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> vectors = np.array([[1, 0, 0], [0.6, 0.8, 0], [0, 0, 1]], dtype=np.float32)  # (3, 3)
+    >>> index = FaissIndex("hnsw", 3, ef_search=64)
+    >>> index.add(np.array([10, 11, 12]), vectors)  # ids (n,) int64, vectors (n, dim)
+    >>> scores, ids = index.search(vectors[:1], 4)  # (q, k) each; -1 marks an empty slot
+    >>> ids.tolist(), [round(s, 2) for s in scores[0, :3].tolist()]
+    ([[10, 11, 12, -1]], [1.0, 0.6, 0.0])
+    >>> index.search(vectors[:1], 1, allowed_ids=np.array([11, 12]))[1].tolist()
+    [[11]]
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> index.save(Path(tmp.name, "vectors.faiss"))
+    >>> FaissIndex.load(Path(tmp.name, "vectors.faiss")).params == index.params
+    True
+    >>> tmp.cleanup()
     """
 
     def __init__(self, kind: str, dim: int, **params: Any) -> None:

@@ -38,11 +38,29 @@ DEFAULT_TAU = {"dense": 0.05, "bm25": 1.0, "hybrid": 0.1}
 class MarginalRAG:
     """RAG-Sequence or RAG-Token over a searcher and a local Hugging Face generator.
 
-    Example::
+    With ``load_generator()`` (SmolLM2) the answers make sense; the tiny random
+    model here only shows what an answer carries:
 
-        rag = MarginalRAG(collection, load_generator(), mode="rag-token", k=5)
-        answer = rag.ask("Which index kinds does ragmix offer?", explain=True)
-        answer.text, answer.posterior, answer.token_posteriors[0]
+    >>> import tempfile
+    >>> from ragmix import Collection, Document
+    >>> from ragmix.testing import tiny_random_generator
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> collection = Collection.create(tmp.name, encoder="hashing-256")
+    >>> _ = collection.add_documents([
+    ...     Document("varno", "Lake Varno is 310 metres deep.", "varno.md", title="Lake Varno"),
+    ...     Document("kelm", "Kelm lies on the shore of Lake Varno.", "kelm.md", title="Kelm"),
+    ... ])
+    >>> rag = MarginalRAG(collection, tiny_random_generator(), mode="rag-token", k=2,
+    ...                   max_new_tokens=4)
+    >>> answer = rag.ask("How deep is Lake Varno?", explain=True)
+    >>> [hit.title for hit in answer.hits], round(sum(answer.prior), 6)  # p(z|x)
+    (['Lake Varno', 'Kelm'], 1.0)
+    >>> round(sum(answer.posterior), 6)  # p(z|x,y): which passage the answer came from
+    1.0
+    >>> len(answer.token_posteriors) == len(answer.tokens) > 0  # p(z|x,y_<=i) per token
+    True
+    >>> collection.close()
+    >>> tmp.cleanup()
     """
 
     def __init__(

@@ -108,12 +108,17 @@ class BM25Index:
     ``idf(t) * tf / (tf + k1 * (1 - b + b * len(d) / avgdl))`` with
     ``idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5))`` (Kamphuis et al., ECIR 2020).
 
-    Example::
-
-        index = BM25Index.build(np.array([10, 11]), ["Cats are running.", "A dog runs."])
-        index.search("run", 5)  # [ScoredId(chunk_id=10, ...), ScoredId(chunk_id=11, ...)]
-        index.save("bm25/")
-        same = BM25Index.load("bm25/")
+    >>> import tempfile
+    >>> index = BM25Index.build(np.array([10, 11]), ["Cats are running.", "A dog runs."])
+    >>> [hit.chunk_id for hit in index.search("run", 5)]  # stemmed; ties by chunk id
+    [10, 11]
+    >>> [hit.chunk_id for hit in index.search("dogs", 5)]
+    [11]
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> index.save(tmp.name)
+    >>> BM25Index.load(tmp.name).search("run", 5) == index.search("run", 5)
+    True
+    >>> tmp.cleanup()
     """
 
     def __init__(

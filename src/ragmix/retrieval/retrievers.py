@@ -1,4 +1,28 @@
-"""Retrievers: a query in, ranked chunk ids out. Dense, BM25, and their fusion."""
+"""Retrievers: a query in, ranked chunk ids out. Dense, BM25, and their fusion.
+
+A :class:`~ragmix.store.Collection` builds these over its own views
+(``Collection.retriever(mode)``); they also work on any index of (id, text) pairs:
+
+>>> import numpy as np
+>>> from ragmix.encoders import HashingEncoder
+>>> from ragmix.index import FaissIndex
+>>> from ragmix.retrieval.bm25 import BM25Index
+>>> texts = ["Lake Varno is 310 metres deep.", "Kelm lies on the shore of Lake Varno.",
+...          "Paris is the capital of France."]
+>>> ids = np.array([10, 11, 12])  # chunk ids
+>>> encoder = HashingEncoder(dim=256)
+>>> vectors = FaissIndex("flat", encoder.dim)
+>>> vectors.add(ids, encoder.encode_documents(texts))
+>>> dense = DenseRetriever(encoder, vectors)
+>>> [(hit.chunk_id, round(hit.score, 2)) for hit in dense.retrieve("how deep is lake varno?", 2)]
+[(10, 0.73), (11, 0.32)]
+>>> sparse = BM25Retriever(BM25Index.build(ids, texts))
+>>> [hit.chunk_id for hit in sparse.retrieve("capital of france", 3)]  # a term in common
+[12]
+>>> hybrid = HybridRetriever(dense, sparse)
+>>> [hit.chunk_id for hit in hybrid.retrieve("lake varno", 2, allowed_ids=np.array([11, 12]))]
+[11, 12]
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A collection: a directory holding documents, chunks, embeddings and search indexes.
+r"""A collection: a directory holding documents, chunks, embeddings and search indexes.
 
 Layout::
 
@@ -7,11 +7,24 @@ Layout::
     DIR/dense.faiss     FAISS view      DIR/bm25/   BM25 view
     DIR/views.json      which store generation each view reflects
 
-Example::
+Example (the default encoder is all-MiniLM-L6-v2; hashing-256 needs no model):
 
-    col = Collection.create("my-col", encoder="hashing-64")
-    col.add(["docs/"])
-    hits = col.search("what is a chunk?", k=3, mode="hybrid")
+>>> import tempfile
+>>> from pathlib import Path
+>>> tmp = tempfile.TemporaryDirectory()
+>>> notes = Path(tmp.name, "notes")
+>>> notes.mkdir()
+>>> _ = (notes / "chunks.md").write_text("# Chunks\n\nA chunk is a passage of a document.")
+>>> _ = (notes / "views.md").write_text("# Views\n\nThe FAISS and BM25 views are rebuilt.")
+>>> with Collection.create(Path(tmp.name, "my-col"), encoder="hashing-256") as col:
+...     report = col.add([notes])
+>>> report.added, report.chunks
+(2, 2)
+>>> with Collection.open(Path(tmp.name, "my-col")) as col:  # the manifest names the encoder
+...     hits = col.search("what is a chunk?", k=2, mode="hybrid")
+>>> [(hit.rank, hit.title) for hit in hits]
+[(1, 'Chunks'), (2, 'Views')]
+>>> tmp.cleanup()
 """
 
 from __future__ import annotations
