@@ -246,8 +246,9 @@ def _connect(path: Path) -> sqlite3.Connection:
     """A connection to ``path`` with the schema in place, or a CollectionError naming the file."""
     db = None
     try:
-        # check_same_thread=False: the HTTP server reads from worker threads;
-        # SQLite itself serialises access to the connection.
+        # check_same_thread=False: a collection opened in one thread may be read from
+        # another (a caller's worker pool); this SQLite build is serialised
+        # (sqlite3.threadsafety == 3), so it guards the connection itself.
         db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")  # the first read: a corrupt file fails here
         db.execute("PRAGMA synchronous=FULL")
