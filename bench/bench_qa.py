@@ -1,4 +1,4 @@
-"""Open-domain QA on SQuAD-open dev: EM, F1, answer recall@5 and seconds per question.
+"""Open-domain QA on SQuAD-open dev: EM, F1, contains, answer recall@5, seconds per question.
 
     .venv/bin/python bench/bench_qa.py [--limit 500] [--modes stuff] [--retrieval hybrid]
 
@@ -12,7 +12,7 @@ bench/bench_retrieval.py --dataset squad builds (all 20,963 paragraphs; built
 here if missing), with the default generator in "stuff" mode (all k passages
 in one prompt), or the paper's RAG-Sequence / RAG-Token over the same k
 passages. Writes bench/results/qa_squad.json as
-{"MODE": {"em", "f1", "answer_recall@5", "s_per_question", ...}} (modes not
+{"MODE": {"em", "f1", "contains", "answer_recall@5", "s_per_question", ...}} (modes not
 run keep their previous rows): the frozen baselines that training must beat.
 Each mode's answers are journalled in bench/.work while it runs, so rerunning
 the same command after a crash resumes where it stopped.
@@ -36,8 +36,8 @@ from ragmix.evaluation.datasets import load_qa  # noqa: E402
 from ragmix.evaluation.run_qa import evaluate_qa, sample_questions  # noqa: E402
 from ragmix.evaluation.run_retrieval import index_corpus  # noqa: E402
 
-KEYS = ("em", "f1", "answer_recall@1", "answer_recall@5", "answer_recall@20", "s_per_question",
-        "retrieval_ms")
+KEYS = ("em", "f1", "contains", "answer_recall@1", "answer_recall@5", "answer_recall@20",
+        "s_per_question", "retrieval_ms")
 
 
 def main() -> None:

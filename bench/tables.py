@@ -41,7 +41,7 @@ def qa() -> None:
     data = _load("qa_squad.json")
     if not data:
         return
-    keys = ["em", "f1", "answer_recall@1", "answer_recall@5", "answer_recall@20",
+    keys = ["em", "f1", "contains", "answer_recall@1", "answer_recall@5", "answer_recall@20",
             "s_per_question"]
     print(_row(["mode", "questions", "retrieval", *keys]))
     print(_row(["---"] * (len(keys) + 3)))

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from ragmix.errors import BadInputError
 from ragmix.evaluation.qa_metrics import (
-    answer_in_passages, exact_match, f1, normalize_answer, regex_match,
+    answer_in_passages, contains, exact_match, f1, normalize_answer, regex_match,
 )
 from ragmix.evaluation.retrieval_metrics import (
     evaluate_run, mrr_at_k, ndcg_at_k, rank_documents, recall_at_k,
@@ -204,6 +204,52 @@ def test_regex_match_curated_trec_style() -> None:
     assert regex_match("1961", [r"x", r"19[0-9]{2}"]) == 1.0
     with pytest.raises(BadInputError, match="not a valid regular expression"):
         regex_match("x", ["(unclosed"])
+
+
+def _brute_contains(prediction: str, gold: str) -> bool:
+    """The gold tokens are a run of the prediction's; an empty gold needs an empty prediction."""
+    pred, want = _squad_normalize(prediction).split(), _squad_normalize(gold).split()
+    if not want:
+        return not pred
+    return any(pred[i:i + len(want)] == want for i in range(len(pred) - len(want) + 1))
+
+
+# whole words, so that gold answers often do occur in predictions, and near misses ("8", "1987")
+WORDS = st.lists(st.sampled_from(["paris", "Paris,", "france", "8", "1987", "8.", "the", "a",
+                                  "b", "b.", "-", "É", "é"]), max_size=8).map(" ".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(WORDS, TEXT), st.lists(st.one_of(WORDS, TEXT), min_size=1, max_size=3))
+def test_contains_is_token_run_containment(prediction: str, golds: list[str]) -> None:
+    assert contains(prediction, golds) == float(any(_brute_contains(prediction, g) for g in golds))
+    assert contains(prediction, golds) >= exact_match(prediction, golds)  # EM made lenient
+
+
+@pytest.mark.parametrize("prediction, golds, expected", [
+    ("It is Paris, France.", ["Paris"], 1.0),
+    ("paris", ["It is Paris"], 0.0),  # the gold must be inside the prediction, not around it
+    ("Founded in 1987", ["8"], 0.0),  # whole tokens only
+    ("In October 1973 or so", ["october 1973"], 1.0),  # a run of several tokens
+    ("1973 October", ["October 1973"], 0.0),  # in order
+    ("the Beatles.", ["Stones", "The Beatles"], 1.0),  # any gold
+    ("anything at all", ["The"], 0.0),  # empty after normalisation: not everything matches
+    ("a", ["The"], 1.0),  # ... only an empty prediction, where exact match is 1 too
+])
+def test_contains_cases(prediction, golds, expected) -> None:
+    assert contains(prediction, golds) == expected
+
+
+def test_contains_regex_searches_the_whole_prediction() -> None:
+    assert contains("It was Gagarin", [r"Gagarin"], regex=True) == 1.0  # regex_match: 0.0
+    assert contains("yuri gagarin", [r"x", r"(Yuri\s+)?Gagarin"], regex=True) == 1.0
+    assert contains("It was Titov", [r"Gagarin"], regex=True) == 0.0
+    assert contains("1987", [r"8"], regex=True) == 1.0  # a pattern says its own boundaries
+    assert contains("1987", [r"\b8\b"], regex=True) == 0.0
+    with pytest.raises(BadInputError, match="not a valid regular expression"):
+        contains("x", ["(unclosed"], regex=True)
+    with pytest.raises(BadInputError, match="at least one gold answer"):
+        contains("x", [])
 
 
 def test_answer_in_passages() -> None:

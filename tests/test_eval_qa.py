@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import doctest
 import json
+import re
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 import ragmix.evaluation.datasets
+import ragmix.generation
 import ragmix.evaluation.qa_journal
 import ragmix.evaluation.qa_metrics
 import ragmix.evaluation.retrieval_metrics
@@ -73,6 +75,8 @@ def test_evaluate_qa_scores_answers_and_recall() -> None:
     assert by_id["2"].em == 0.0 and by_id["2"].f1 == 0.0
     # "prado" vs "prado museum": P = 1, R = 1/2 -> F1 = 2/3
     assert by_id["3"].f1 == pytest.approx(2 / 3)
+    # contains: "paris" in "paris"; "germany" not in "in europe"; "prado museum" not in "prado"
+    assert [by_id[i].contains for i in "123"] == [1.0, 0.0, 0.0]
     # answers found: Paris in passage 1; Germany in passage 2; "prado museum" in none
     assert by_id["1"].answer_recall == {"answer_recall@1": 1.0, "answer_recall@2": 1.0,
                                         "answer_recall@4": 1.0}
@@ -80,6 +84,7 @@ def test_evaluate_qa_scores_answers_and_recall() -> None:
     assert by_id["2"].answer_recall["answer_recall@2"] == 1.0
     assert report.metrics["em"] == pytest.approx(1 / 3)
     assert report.metrics["f1"] == pytest.approx((1 + 0 + 2 / 3) / 3)
+    assert report.metrics["contains"] == pytest.approx(1 / 3)
     assert report.metrics["answer_recall@2"] == pytest.approx(2 / 3)
     assert report.metrics["s_per_question"] >= 0 and "retrieval_ms" in report.metrics
     assert json.dumps(report.to_dict())  # JSON-ready
@@ -91,9 +96,13 @@ def test_evaluate_qa_without_generator_and_with_regex() -> None:
     assert report.metrics == {"answer_recall@1": 1.0, "retrieval_ms": pytest.approx(
         report.metrics["retrieval_ms"])}
     assert report.results[0].prediction is None and report.results[0].em is None
+    assert report.results[0].contains is None
     regex = evaluate_qa(_Searcher(), _Generator({"q?": "Paris, France"}),
                         [QAExample("1", "q?", (r"paris",))], mode="bm25", k=1, regex=True)
     assert regex.metrics["em"] == 1.0 and "f1" not in regex.metrics
+    later = evaluate_qa(_Searcher(), _Generator({"q?": "It is Paris"}),
+                        [QAExample("1", "q?", (r"paris",))], mode="bm25", k=1, regex=True)
+    assert later.metrics["em"] == 0.0 and later.metrics["contains"] == 1.0  # search, not match
     with pytest.raises(BadInputError, match="no questions"):
         evaluate_qa(_Searcher(), None, [], mode="bm25")
 
@@ -118,7 +127,7 @@ SCRIPT = {"capital of France?": "Paris [1].", "where is Berlin?": "Germany",
 
 
 def _answers(report):
-    return [(r.id, r.prediction, r.em, r.f1, r.answer_recall) for r in report.results]
+    return [(r.id, r.prediction, r.em, r.f1, r.contains, r.answer_recall) for r in report.results]
 
 
 def test_a_journal_resumes_a_crashed_evaluation(tmp_path: Path) -> None:
@@ -139,6 +148,22 @@ def test_a_journal_resumes_a_crashed_evaluation(tmp_path: Path) -> None:
     third = _Crashing(SCRIPT)
     evaluate_qa(_Searcher(), third, EXAMPLES, mode="bm25", k=2, journal=journal)
     assert third.asked == []
+
+
+def test_a_journal_from_before_contains_resumes_scored(tmp_path: Path) -> None:
+    journal = tmp_path / "run.jsonl"
+    whole = evaluate_qa(_Searcher(), _Generator(SCRIPT), EXAMPLES, mode="bm25", k=2,
+                        journal=journal)
+    header, *rows = journal.read_text().splitlines()
+    old = [json.loads(row) for row in rows]
+    for row in old:
+        del row["contains"]  # as a journal written before the metric existed
+    journal.write_text("\n".join([header, *map(json.dumps, old)]) + "\n")
+    again = _Crashing(SCRIPT)
+    resumed = evaluate_qa(_Searcher(), again, EXAMPLES, mode="bm25", k=2, journal=journal)
+    assert again.asked == []  # nothing regenerated: contains is scored from the prediction
+    assert _answers(resumed) == _answers(whole)
+    assert resumed.metrics["contains"] == whole.metrics["contains"] == pytest.approx(2 / 3)
 
 
 def test_a_journal_of_other_settings_is_refused(tmp_path: Path) -> None:
@@ -187,6 +212,41 @@ def test_eval_qa_cli_answer_recall(tmp_path: Path) -> None:
     assert list((out / ".journal").iterdir()) == []  # the crash journal goes once reported
     nothing = runner.invoke(cli, ["eval", "qa", "--questions", str(questions), "--no-generate"])
     assert nothing.exit_code == 2 and "--collection DIR, --corpus FILE" in nothing.output
+
+
+def test_eval_qa_cli_reports_contains(tmp_path: Path, monkeypatch) -> None:
+    beir = write_beir(tmp_path / "tiny")
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("\n".join(json.dumps(q) for q in [
+        {"question": "what flows from a volcano crater?", "answer": ["lava"]},
+        {"question": "what pulls the ocean tides?", "answers": ["the moon"]},
+        {"question": "what do canopy trees hold?", "answer": "rain"},
+    ]) + "\n")
+    scripted = _Generator({"what flows from a volcano crater?": "It is lava [1].",
+                           "what pulls the ocean tides?": "The sun",
+                           "what do canopy trees hold?": "Rain."})
+    monkeypatch.setattr(ragmix.generation, "load_generator", lambda spec: scripted)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, [
+        "eval", "qa", "--questions", str(questions), "--corpus", str(beir / "corpus.jsonl"),
+        "--encoder", "hashing-1024", "-r", "bm25", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    stuff = json.loads((out / "results.json").read_text())["modes"]["stuff"]
+    # EM: only "rain"; contains: "lava" is in "it is lava" too; "moon" is in neither
+    assert stuff["metrics"]["em"] == pytest.approx(1 / 3)
+    assert stuff["metrics"]["contains"] == pytest.approx(2 / 3)
+    assert [q["contains"] for q in stuff["per_question"]] == [1.0, 0.0, 1.0]
+    markdown = _cells((out / "report.md").read_text(), r"\s*\|\s*")
+    assert (markdown["em"], markdown["contains"]) == ("0.3333", "0.6667")
+    printed = _cells(result.output, r"\s{2,}")  # the table on the terminal
+    assert (printed["EM"], printed["F1"], printed["contains"]) == ("0.333", "0.500", "0.667")
+
+
+def _cells(text: str, separator: str) -> dict[str, str]:
+    """The stuff row of a table, by column name (the header is the line that begins "mode")."""
+    rows = {cells[0]: cells for cells in
+            (re.split(separator, line.strip(" |")) for line in text.splitlines())}
+    return dict(zip(rows["mode"], rows["stuff"]))
 
 
 @pytest.mark.parametrize("module", [

@@ -254,7 +254,7 @@ def _journal_path(out_dir: str | Path, mode: str, run_key: dict) -> Path:
 @out_option
 def qa(questions, collection_dir, corpus, encoder, modes, retrieval, fusion, k, tau, beams,
        limit, seed, generator, query_encoder, no_generate, regex, max_new_tokens, out_dir):
-    """Exact match, token F1 and answer recall@1/5/10/20 of each generation mode.
+    """Exact match, token F1, contains and answer recall@1/5/10/20 of each generation mode.
 
     The same sampled questions for every mode; answer recall comes from the
     --retrieval mode (default hybrid). Answers are written to OUT/.journal as

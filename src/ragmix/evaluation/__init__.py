@@ -16,7 +16,7 @@ from ragmix.evaluation.datasets import (
     BeirSplit, QAExample, load_beir, load_qa, load_qrels, load_queries, qa_retrieval_split,
 )
 from ragmix.evaluation.qa_metrics import (
-    answer_in_passages, exact_match, f1, normalize_answer, regex_match,
+    answer_in_passages, contains, exact_match, f1, normalize_answer, regex_match,
 )
 from ragmix.evaluation.retrieval_metrics import (
     RetrievalReport, evaluate_run, mrr_at_k, ndcg_at_k, rank_documents, recall_at_k,
@@ -28,6 +28,7 @@ __all__ = [
     "QAExample",
     "RetrievalReport",
     "answer_in_passages",
+    "contains",
     "evaluate_retrieval",
     "evaluate_run",
     "exact_match",

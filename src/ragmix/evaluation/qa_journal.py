@@ -26,7 +26,7 @@ class QAJournal:
     >>> import tempfile
     >>> from ragmix.evaluation.run_qa import QAResult
     >>> path = Path(tempfile.mkdtemp()) / "run.jsonl"
-    >>> r = QAResult("1", "q?", ("a",), "a", 1.0, 1.0, {"answer_recall@1": 1.0}, 0.1, 0.2)
+    >>> r = QAResult("1", "q?", ("a",), "a", 1.0, 1.0, 1.0, {"answer_recall@1": 1.0}, 0.1, 0.2)
     >>> with QAJournal(path, {"k": 5}) as journal:
     ...     journal.append(r)
     >>> QAJournal(path, {"k": 5}).done == {"1": r}
@@ -64,6 +64,7 @@ class QAJournal:
             except ValueError:
                 break  # torn by a crash mid-write: that answer is redone
             row["answers"] = tuple(row["answers"])
+            row.setdefault("contains", None)  # written before that metric; evaluate_qa scores it
             self.done[row["id"]] = QAResult(**row)
 
     def append(self, result: QAResult) -> None:

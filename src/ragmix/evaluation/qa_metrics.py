@@ -1,4 +1,4 @@
-"""Answer metrics: SQuAD exact match and token F1, regex answers, answer recall.
+"""Answer metrics: SQuAD exact match and token F1, contains, regex answers, answer recall.
 
 Exact match and F1 follow the official SQuAD v1.1 evaluation script
 (Rajpurkar et al., 2016), which open-domain QA papers (DrQA, DPR, RAG) reuse:
@@ -6,7 +6,9 @@ answers are normalised (lower case, punctuation removed, the articles a/an/the
 dropped, white space collapsed) and a prediction scores the maximum over its
 gold answers. CuratedTREC's gold answers are regular expressions; they are
 matched as DrQA does (case-insensitive, anchored at the start of the
-prediction).
+prediction). Contains is the lenient reading of exact match: a gold answer
+occurs somewhere in the prediction, which forgives a generator that answers
+in a sentence ("It is Paris, France") rather than with the span alone.
 """
 
 from __future__ import annotations
@@ -77,6 +79,33 @@ def f1(prediction: str, answers: str | Sequence[str]) -> float:
     0.8
     """
     return max(_token_f1(prediction, g) for g in _golds(answers))
+
+
+def contains(prediction: str, answers: str | Sequence[str], *, regex: bool = False) -> float:
+    """1.0 if any gold answer occurs in the prediction, else 0.0: exact match made lenient.
+
+    Both sides are normalised as for exact match and compared as whole-token
+    sequences, so "8" is not found inside "1987". A gold answer that normalises
+    to nothing (say "The") is found only in a prediction that normalises to
+    nothing too, where exact match also scores 1, so contains is never below
+    exact match. With ``regex=True`` the answers are CuratedTREC patterns,
+    searched anywhere in the prediction, where :func:`regex_match` (their exact
+    match) anchors them at its start; a pattern sets its own word boundaries.
+
+    >>> contains("It is Paris, France.", ["Paris"])  # "it is paris france" holds "paris"
+    1.0
+    >>> contains("Founded in 1987", ["8"])  # whole tokens only
+    0.0
+    >>> contains("It was Gagarin", [r"(Yuri\\s+)?Gagarin"], regex=True)
+    1.0
+    """
+    golds = _golds(answers)
+    if regex:
+        return float(any(_compile(p).search(prediction.strip()) for p in golds))
+    # padded with spaces, a substring of the single-spaced normalised text starts
+    # and ends at token boundaries; an empty gold ("  ") is only in an empty prediction
+    haystack = f" {normalize_answer(prediction)} "
+    return float(any(f" {normalize_answer(g)} " in haystack for g in golds))
 
 
 def _compile(pattern: str) -> re.Pattern[str]:

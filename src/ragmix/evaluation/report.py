@@ -97,8 +97,8 @@ def qa_markdown(reports: Mapping[str, QAReport], meta: Mapping) -> str:
     return "\n".join([
         "# ragmix QA evaluation", "", *_table(["mode", *names], rows), "",
         f"{n} questions. EM and F1 with the official SQuAD normalisation, the best gold "
-        "answer counting; answer_recall@k: a gold answer occurs (whole tokens, normalised) "
-        "in one of the top k passages.", "",
+        "answer counting; contains: a gold answer occurs (whole tokens, normalised) in the "
+        "answer; answer_recall@k: a gold answer occurs in one of the top k passages.", "",
         "## Settings", "", *_settings(meta), "",
     ])
 

@@ -1,11 +1,11 @@
-"""Open-domain QA over a collection: answer recall@k of retrieval, EM/F1 of the answers."""
+"""Open-domain QA over a collection: answer recall@k of retrieval, EM/F1/contains of answers."""
 
 from __future__ import annotations
 
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,7 +14,9 @@ import numpy as np
 from ragmix.errors import BadInputError
 from ragmix.evaluation.datasets import QAExample
 from ragmix.evaluation.qa_journal import QAJournal
-from ragmix.evaluation.qa_metrics import answer_in_passages, exact_match, f1, regex_match
+from ragmix.evaluation.qa_metrics import (
+    answer_in_passages, contains, exact_match, f1, regex_match,
+)
 from ragmix.evaluation.retrieval_metrics import latency_summary
 from ragmix.evaluation.run_retrieval import Searcher
 from ragmix.types import Hit
@@ -36,6 +38,7 @@ class QAResult:
     prediction: str | None
     em: float | None
     f1: float | None  # None for regex answers, which have no tokens to overlap
+    contains: float | None  # a gold answer occurs in the prediction (qa_metrics.contains)
     answer_recall: dict[str, float]  # "answer_recall@k" -> 1.0 or 0.0
     retrieval_s: float
     generation_s: float | None
@@ -113,7 +116,7 @@ def evaluate_qa(
     decoding: str = "thorough",
     journal: str | Path | None = None,
 ) -> QAReport:
-    """Answer recall@k for each k in ``recall_ks``, and EM/F1 of the generator's answers.
+    """Answer recall@k for each k in ``recall_ks``, and EM/F1/contains of the answers.
 
     ``mode`` is the retrieval mode. The generator answers from the top ``k``
     passages: ``generation="stuff"`` puts them in one prompt
@@ -150,7 +153,7 @@ def evaluate_qa(
     try:
         for ex in examples:
             if ex.id in done:
-                results.append(done[ex.id])
+                results.append(_backfilled(done[ex.id], regex=regex))
             else:
                 results.append(_answer(ex, recorder, rag, ks, mode=mode, regex=regex))
                 if log is not None:
@@ -166,7 +169,7 @@ def evaluate_qa(
 def _answer(ex: QAExample, recorder: _Recorder, rag, ks: list[int], *, mode: str,
             regex: bool) -> QAResult:
     """One question: retrieve (and answer, when ``rag`` is given), then score."""
-    prediction = em = f1_score = gen_s = None
+    prediction = em = f1_score = contained = gen_s = None
     if rag is None:
         recorder.search(ex.question, max(ks), mode=mode)
     else:
@@ -175,11 +178,19 @@ def _answer(ex: QAExample, recorder: _Recorder, rag, ks: list[int], *, mode: str
         gen_s = time.perf_counter() - began - recorder.seconds
         em = (regex_match if regex else exact_match)(prediction, ex.answers)
         f1_score = None if regex else f1(prediction, ex.answers)
+        contained = contains(prediction, ex.answers, regex=regex)
     texts = [h.text for h in recorder.hits]
     recall = {f"answer_recall@{n}":
               float(answer_in_passages(ex.answers, texts[:n], regex=regex)) for n in ks}
-    return QAResult(ex.id, ex.question, ex.answers, prediction, em, f1_score, recall,
+    return QAResult(ex.id, ex.question, ex.answers, prediction, em, f1_score, contained, recall,
                     recorder.seconds, gen_s)
+
+
+def _backfilled(result: QAResult, *, regex: bool) -> QAResult:
+    """A journalled result, scored for contains if its journal predates that metric."""
+    if result.prediction is None or result.contains is not None:
+        return result
+    return replace(result, contains=contains(result.prediction, result.answers, regex=regex))
 
 
 def _answerer(searcher, generator, generation: str, *, k: int, mode: str, max_new_tokens: int,
@@ -198,7 +209,7 @@ def _answerer(searcher, generator, generation: str, *, k: int, mode: str, max_ne
 def _means(results: Sequence[QAResult]) -> dict[str, float]:
     metrics = {name: float(np.mean([r.answer_recall[name] for r in results]))
                for name in results[0].answer_recall}
-    for name in ("em", "f1"):
+    for name in ("em", "f1", "contains"):
         values = [getattr(r, name) for r in results if getattr(r, name) is not None]
         if values:
             metrics[name] = float(np.mean(values))
