@@ -29,17 +29,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from ragmix.errors import BadInputError
-from ragmix.generation.base import Generator
+from ragmix.generation.base import Decoder, Generator, ScoringGenerator, TrainableGenerator
 from ragmix.generation.hf import HFGenerator
 from ragmix.generation.prompt import build_prompt, parse_citations
 from ragmix.generation.rag import RAG, Searcher
 from ragmix.generation.smollm import load_smollm2
 
 __all__ = [
+    "Decoder",
     "Generator",
     "HFGenerator",
     "RAG",
+    "ScoringGenerator",
     "Searcher",
+    "TrainableGenerator",
     "build_prompt",
     "load_generator",
     "load_smollm2",

@@ -1,4 +1,4 @@
-"""N prompts decoded in lockstep with one KV cache: the engine under greedy generation and RAG.
+"""N prompts decoded in lockstep with one KV cache: HFGenerator's Decoder, under greedy and RAG.
 
 Row r holds one (hypothesis, passage) pair. ``advance`` feeds one token per
 row and returns every row's next-token log-probabilities; ``select`` keeps,
@@ -23,7 +23,11 @@ if TYPE_CHECKING:
 
 
 class DecodeState:
-    """A batch of prompts mid-decoding; ``next_lp`` (N, V) is each row's next-token log-probs."""
+    """A batch of prompts mid-decoding; ``next_lp`` (N, V) is each row's next-token log-probs.
+
+    The :class:`~ragmix.generation.base.Decoder` of :class:`HFGenerator`
+    (its ``start_decoding``).
+    """
 
     def __init__(self, gen: HFGenerator, prompts: Sequence[Sequence[int]],
                  decoder_prefix: Sequence[int] | None = None) -> None:
@@ -38,6 +42,7 @@ class DecodeState:
             prefix = gen.decoder_prefix if decoder_prefix is None else list(decoder_prefix)
             step = torch.tensor([prefix] * len(prompts))  # (N, prefix)
             self.prefix = list(prefix)
+            self.decoded = step.new_zeros(len(prompts), 0)  # (N, steps): for extend
             self.cache = None
             self.next_lp = self._decoder_step(step)
         else:
@@ -47,10 +52,6 @@ class DecodeState:
             self.next_pos = positions[:, -1] + 1  # (N,)
             self.cache = None
             self.next_lp = self._causal_step(torch.from_numpy(ids), positions)
-
-    def _prefix_ids(self) -> Tensor:
-        torch = require("torch", "models")
-        return torch.tensor([self.prefix] * self.rows)  # (N, prefix)
 
     @property
     def rows(self) -> int:
@@ -78,6 +79,7 @@ class DecodeState:
         torch = require("torch", "models")
         step = tokens.reshape(-1, 1).long()  # (N, 1)
         if self.seq2seq:
+            self.decoded = torch.cat([self.decoded, step], dim=1)
             self.next_lp = self._decoder_step(step)
         else:
             self.mask = torch.cat([self.mask, self.mask.new_ones(self.rows, 1)], dim=1)
@@ -93,6 +95,7 @@ class DecodeState:
         if self.cache is not None:
             self.cache.reorder_cache(index)
         if self.seq2seq:
+            self.decoded = self.decoded.index_select(0, index)
             self.enc_mask = self.enc_mask.index_select(0, index)
             hidden = self.encoded.last_hidden_state.index_select(0, index)
             self.encoded = type(self.encoded)(last_hidden_state=hidden)
@@ -119,11 +122,12 @@ class DecodeState:
         ids_np, mask_np, _ = pad([list(c) for c in continuations], self.gen.pad_id, left=False)
         ids, mask = torch.from_numpy(ids_np), torch.from_numpy(mask_np).bool()  # (N, S)
         if self.seq2seq:
-            prefix = self._prefix_ids()
+            # the decoder reads its start tokens and the answer so far again (no cache)
+            start = torch.cat([torch.tensor([self.prefix] * self.rows), self.decoded], dim=1)
             out = self.model(encoder_outputs=self.encoded, attention_mask=self.enc_mask,
-                             decoder_input_ids=torch.cat([prefix, ids[:, :-1]], dim=1),
+                             decoder_input_ids=torch.cat([start, ids[:, :-1]], dim=1),
                              use_cache=False)
-            logits = out.logits[:, prefix.shape[1] - 1 :]  # (N, S, V)
+            logits = out.logits[:, start.shape[1] - 1 :]  # (N, S, V)
             lp = logits.float().log_softmax(-1)
         else:
             self.mask = torch.cat([self.mask, mask.long()], dim=1)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from ragmix.errors import BadInputError
-from ragmix.generation.base import Generator
+from ragmix.generation.base import ContextLimited, Generator
 from ragmix.generation.prompt import build_prompt, parse_citations
 from ragmix.types import Answer, Hit
 
@@ -24,8 +24,8 @@ class RAG:
     The top ``k`` hits are numbered [1]..[k] in one prompt; the generator
     answers greedily and cites them, and :meth:`ask` returns a frozen
     :class:`~ragmix.types.Answer`. If the generator reports its context size
-    (``max_context_tokens`` and ``count_tokens``, as :class:`HFGenerator`
-    does), the lowest-ranked hits are dropped until prompt and answer fit.
+    (a :class:`~ragmix.generation.base.ContextLimited`, as :class:`HFGenerator`
+    is), the lowest-ranked hits are dropped until prompt and answer fit.
 
     With ``load_generator()`` (SmolLM2) in place of the scripted generator:
 
@@ -101,9 +101,10 @@ class RAG:
     def _fit(self, question: str, hits: list[Hit]) -> tuple[list[Hit], str]:
         """Drop the lowest-ranked hits until the prompt leaves room for the answer."""
         prompt = build_prompt(question, hits, max_passage_chars=self.max_passage_chars)
-        limit = getattr(self.generator, "max_context_tokens", None)
-        count = getattr(self.generator, "count_tokens", None)
-        if not isinstance(limit, int) or not callable(count):
+        if not isinstance(self.generator, ContextLimited):
+            return hits, prompt
+        limit, count = self.generator.max_context_tokens, self.generator.count_tokens
+        if not isinstance(limit, int):
             return hits, prompt
         budget = limit - self.max_new_tokens
         while hits and count(prompt) > budget:

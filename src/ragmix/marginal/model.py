@@ -10,10 +10,10 @@ RAG-Token (or with ``explain=True``), the per-token posteriors.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from ragmix._extras import require
 from ragmix.errors import BadInputError
+from ragmix.generation.base import ScoringGenerator
 from ragmix.generation.prompt import build_passage_prompt
 from ragmix.generation.rag import Searcher
 from ragmix.marginal.math import doc_logprobs
@@ -21,9 +21,6 @@ from ragmix.marginal.rag_sequence import DECODINGS, rag_sequence_decode
 from ragmix.marginal.rag_token import rag_token_decode
 from ragmix.marginal.scoring import score_passages, with_end
 from ragmix.types import Answer
-
-if TYPE_CHECKING:
-    from ragmix.generation.hf import HFGenerator
 
 MARGINAL_MODES = ("rag-sequence", "rag-token")
 # Default temperature of the prior p(z|x) = softmax(score / tau), per retrieval mode.
@@ -36,7 +33,11 @@ DEFAULT_TAU = {"dense": 0.05, "bm25": 1.0, "hybrid": 0.1}
 
 
 class MarginalRAG:
-    """RAG-Sequence or RAG-Token over a searcher and a local Hugging Face generator.
+    """RAG-Sequence or RAG-Token over a searcher and a scoring generator.
+
+    The generator is any :class:`~ragmix.generation.base.ScoringGenerator`:
+    token ids, teacher-forced scores and lockstep decoding, such as a local
+    Hugging Face model (:class:`~ragmix.generation.hf.HFGenerator`).
 
     With ``load_generator()`` (SmolLM2) the answers make sense; the tiny random
     model here only shows what an answer carries:
@@ -64,7 +65,7 @@ class MarginalRAG:
     """
 
     def __init__(
-        self, retriever: Searcher, generator: HFGenerator, *, mode: str = "rag-sequence",
+        self, retriever: Searcher, generator: ScoringGenerator, *, mode: str = "rag-sequence",
         k: int = 5, retrieval: str = "hybrid", tau: float | None = None,
         beams: int | None = None,
         decoding: str = "thorough", max_new_tokens: int = 32, length_penalty: float = 0.0,
@@ -80,10 +81,11 @@ class MarginalRAG:
         tau = DEFAULT_TAU.get(retrieval, 1.0) if tau is None else tau
         if not tau > 0:
             raise BadInputError(f"tau must be > 0, got {tau!r}")
-        if not hasattr(generator, "score_ids"):
+        if not isinstance(generator, ScoringGenerator):
             raise BadInputError(
-                f"{mode} needs a local Hugging Face generator (HFGenerator), "
-                f"got {type(generator).__name__}")
+                f"{mode} needs a local Hugging Face generator (HFGenerator) or another "
+                "ScoringGenerator (token ids, score_ids, start_decoding; see "
+                f"ragmix.generation.base), got {type(generator).__name__}")
         self.retriever, self.generator = retriever, generator
         self.mode, self.k, self.retrieval, self.tau = mode, k, retrieval, tau
         # the paper decodes RAG-Token greedily (or with beams) and RAG-Sequence with beams

@@ -16,12 +16,11 @@ from typing import TYPE_CHECKING
 
 from ragmix._extras import require
 from ragmix.marginal.beam import Finished, Hypothesis
-from ragmix.generation.decode_state import DecodeState
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from ragmix.generation.hf import HFGenerator
+    from ragmix.generation.base import Decoder, ScoringGenerator
 
 DECODINGS = ("thorough", "fast")
 
@@ -36,7 +35,7 @@ class SequenceDecoded:
 
 
 def rag_sequence_decode(
-    gen: HFGenerator, prompts: Sequence[Sequence[int]], doc_lp: Tensor, *,
+    gen: ScoringGenerator, prompts: Sequence[Sequence[int]], doc_lp: Tensor, *,
     max_new_tokens: int = 32, beams: int = 4, decoding: str = "thorough",
     length_penalty: float = 0.0, decoder_prefix: Sequence[int] | None = None,
 ) -> SequenceDecoded:
@@ -46,7 +45,7 @@ def rag_sequence_decode(
     torch = require("torch", "models")
     k = len(prompts)
     with torch.inference_mode():
-        state = DecodeState(gen, prompts, decoder_prefix)
+        state = gen.start_decoding(prompts, decoder_prefix=decoder_prefix)
         fresh = state.fork(torch.arange(k)) if decoding == "thorough" else None
         proposals = _passage_beams(state, k, gen.stop_token_ids, max_new_tokens, beams,
                                    length_penalty)
@@ -70,7 +69,7 @@ def rag_sequence_decode(
     return SequenceDecoded(candidates[0], table[order[0]], candidates)
 
 
-def _fill_missing(gen: HFGenerator, fresh: DecodeState, table: Tensor,
+def _fill_missing(gen: ScoringGenerator, fresh: Decoder, table: Tensor,
                   keys: list[tuple[int, ...]], ended: dict[tuple[int, ...], bool]) -> None:
     """Score the (answer, passage) pairs with no beam score, from the cached prompts."""
     torch = require("torch", "models")
@@ -89,7 +88,7 @@ def _fill_missing(gen: HFGenerator, fresh: DecodeState, table: Tensor,
         table[h, z] = score
 
 
-def _passage_beams(state: DecodeState, k: int, stops, max_new_tokens: int, width: int,
+def _passage_beams(state: Decoder, k: int, stops, max_new_tokens: int, width: int,
                    length_penalty: float) -> list[list[Hypothesis]]:
     """Beam search under each passage separately, the K searches batched: K lists of answers."""
     torch = require("torch", "models")

@@ -14,12 +14,11 @@ from typing import TYPE_CHECKING
 from ragmix._extras import require
 from ragmix.marginal.beam import Finished, Hypothesis
 from ragmix.marginal.math import rag_token_next_logprobs
-from ragmix.generation.decode_state import DecodeState
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from ragmix.generation.hf import HFGenerator
+    from ragmix.generation.base import Decoder, ScoringGenerator
 
 
 @dataclass(frozen=True)
@@ -32,7 +31,7 @@ class TokenDecoded:
 
 
 def rag_token_decode(
-    gen: HFGenerator, prompts: Sequence[Sequence[int]], doc_lp: Tensor, *,
+    gen: ScoringGenerator, prompts: Sequence[Sequence[int]], doc_lp: Tensor, *,
     max_new_tokens: int = 32, beams: int = 1, length_penalty: float = 0.0,
     decoder_prefix: Sequence[int] | None = None,
 ) -> TokenDecoded:
@@ -45,13 +44,13 @@ def rag_token_decode(
     k = len(prompts)
     stops = gen.stop_token_ids
     with torch.inference_mode():
-        state = DecodeState(gen, prompts, decoder_prefix)
+        state = gen.start_decoding(prompts, decoder_prefix=decoder_prefix)
         if beams == 1:
             return _greedy(state, doc_lp, stops, max_new_tokens)
         return _beam(state, doc_lp, k, stops, max_new_tokens, beams, length_penalty)
 
 
-def _greedy(state: DecodeState, doc_lp: Tensor, stops, max_new_tokens: int) -> TokenDecoded:
+def _greedy(state: Decoder, doc_lp: Tensor, stops, max_new_tokens: int) -> TokenDecoded:
     torch = require("torch", "models")
     tokens: list[int] = []
     joints = []
@@ -73,7 +72,7 @@ def _greedy(state: DecodeState, doc_lp: Tensor, stops, max_new_tokens: int) -> T
     return TokenDecoded(best, joint, (best,))
 
 
-def _beam(state: DecodeState, doc_lp: Tensor, k: int, stops, max_new_tokens: int, width: int,
+def _beam(state: Decoder, doc_lp: Tensor, k: int, stops, max_new_tokens: int, width: int,
           length_penalty: float) -> TokenDecoded:
     torch = require("torch", "models")
     live_tokens: list[tuple[int, ...]] = [()]

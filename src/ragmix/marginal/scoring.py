@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ragmix.errors import BadInputError
 
 if TYPE_CHECKING:
-    from ragmix.generation.hf import HFGenerator
+    from ragmix.generation.base import ScoringGenerator
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class PassageScores:
 
 
 def score_passages(
-    gen: HFGenerator,
+    gen: ScoringGenerator,
     prompts: Sequence[Sequence[Sequence[int]]],
     answers: Sequence[Sequence[int]],
     *,
@@ -60,7 +60,7 @@ def score_passages(
     )
 
 
-def with_end(gen: HFGenerator, tokens: Sequence[int]) -> list[int]:
+def with_end(gen: ScoringGenerator, tokens: Sequence[int]) -> list[int]:
     """An answer's tokens followed by the model's end token, as decoding scores it."""
     end = gen.end_token_id
     return list(tokens) + ([] if end is None else [end])

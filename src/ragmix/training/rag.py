@@ -27,6 +27,7 @@ import numpy as np
 from ragmix._extras import require
 from ragmix.encoders.sentence_transformer import embed
 from ragmix.errors import BadInputError
+from ragmix.generation.base import TrainableGenerator
 from ragmix.generation.prompt import build_passage_prompt
 from ragmix.marginal.scoring import score_passages, with_end
 from ragmix.training.adapters import prepare_generator
@@ -86,14 +87,16 @@ class RagTrainer:
         trainer.train("runs/squad-rag")  # resumes from runs/squad-rag/checkpoints if present
     """
 
-    def __init__(self, collection: Any, generator: Any, examples: Sequence[Any],
+    def __init__(self, collection: Any, generator: TrainableGenerator, examples: Sequence[Any],
                  config: RagTrainConfig, *, query_model: Any = None) -> None:
         torch = require("torch", "models")
         if not examples:
             raise BadInputError("no training examples: the pairs file (or --limit) gave none")
-        if not hasattr(generator, "score_ids"):
+        if not isinstance(generator, TrainableGenerator):
             raise BadInputError("joint training needs a local Hugging Face generator "
-                                f"(HFGenerator), got {type(generator).__name__}")
+                                "(HFGenerator) or another TrainableGenerator (a ScoringGenerator "
+                                "with model and tokenizer; see ragmix.generation.base), "
+                                f"got {type(generator).__name__}")
         self.col, self.gen, self.examples, self.config = collection, generator, examples, config
         random.seed(config.seed)
         np.random.seed(config.seed)
