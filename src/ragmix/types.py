@@ -68,6 +68,22 @@ class Hit:
 
 
 @dataclass(frozen=True)
+class Quote:
+    """Where a grounded answer stands, verbatim: ``hit.text[start:end]`` of hit number ``hit``.
+
+    ``hit`` is 1-based, as in the [n] citations; ``doc_start``/``doc_end``
+    are the same characters in the whole document (``hit.start + start``).
+    """
+
+    hit: int
+    start: int
+    end: int
+    doc_id: str = ""
+    doc_start: int = 0
+    doc_end: int = 0
+
+
+@dataclass(frozen=True)
 class Answer:
     """A generated answer, the passages it was given, and where it came from.
 
@@ -76,6 +92,8 @@ class Answer:
     and the posterior p(z|x,y) over ``hits``, and RAG-Token answers also the
     per-token posterior p(z_i | x, y_<=i): which passage each answer token
     leaned on (``tokens[i]`` with ``token_posteriors[i]``, one value per hit).
+    Grounded answers (``decoding="grounded"``) are verbatim spans of their
+    passages, and ``quotes`` say exactly where, best-supported first.
     """
 
     question: str
@@ -88,6 +106,8 @@ class Answer:
     posterior: tuple[float, ...] = field(default=())  # p(z|x,y) per hit
     tokens: tuple[str, ...] = field(default=())  # the answer's tokens as text
     token_posteriors: tuple[tuple[float, ...], ...] = field(default=())  # (T, K)
+    decoding: str = "free"  # free | thorough | fast | grounded
+    quotes: tuple[Quote, ...] = field(default=())  # grounded answers: where the text stands
 
     @property
     def sources(self) -> tuple[Hit, ...]:

@@ -71,11 +71,42 @@ def build_passage_prompt(question: str, hit: Hit) -> str:
 
 def _format_passage(number: int, hit: Hit, max_chars: int | None) -> str:
     # One line per passage: newlines inside a passage read as a new passage.
-    text = " ".join(hit.text.split())
-    if max_chars is not None and len(text) > max_chars:
-        text = text[:max_chars].rsplit(" ", 1)[0] + " ..."
+    text, _ = shown_text(hit, max_chars)
+    if max_chars is not None and len(" ".join(hit.text.split())) > max_chars:
+        text += " ..."
     title = " ".join(hit.title.split())
     return f"[{number}] ({title}) {text}" if title else f"[{number}] {text}"
+
+
+def shown_text(hit: Hit, max_chars: int | None = None) -> tuple[str, list[int]]:
+    """A passage's text as the prompts show it, and where each of its characters is in ``hit.text``.
+
+    White space runs become one space (a prompt holds one passage per
+    line) and ``max_chars`` cuts at a word. The offsets list has one entry
+    per shown character plus the end, so shown ``[i:j]`` is
+    ``hit.text[offsets[i]:offsets[j - 1] + 1]``.
+
+    >>> hit = Hit(chunk_id=0, doc_id="d", text="  Paris\\n\\nis  big", score=1.0, prob=1.0, rank=1)
+    >>> text, offsets = shown_text(hit)
+    >>> text, hit.text[offsets[6] : offsets[7] + 1]
+    ('Paris is big', 'is')
+    """
+    if max_chars is not None and max_chars < 1:
+        raise BadInputError(f"max_passage_chars must be greater than 0, got {max_chars}")
+    chars: list[str] = []
+    offsets: list[int] = []
+    for match in re.finditer(r"\S+", hit.text):
+        if chars:
+            chars.append(" ")
+            offsets.append(match.start() - 1)
+        chars.extend(match.group())
+        offsets.extend(range(match.start(), match.end()))
+    text = "".join(chars)
+    if max_chars is not None and len(text) > max_chars:
+        text = text[:max_chars].rsplit(" ", 1)[0]
+        offsets = offsets[: len(text)]
+    offsets.append(offsets[-1] + 1 if offsets else 0)
+    return text, offsets
 
 
 # [1], [1, 3], [1; 2], [1-3]; adjacent groups ([1][2]) match one by one.
