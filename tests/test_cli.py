@@ -221,3 +221,33 @@ def test_ask_streams_and_reports_sources(tmp_path: Path, corpus: Path) -> None:
     assert "answer token" in " ".join(shown.output.split()) and png.read_bytes()[:4] == b"\x89PNG"
     refused = runner.invoke(cli, [*args, "--explain"])  # stuff has no posterior
     assert refused.exit_code == 2 and "--explain needs --mode" in refused.output
+
+
+def test_ask_grounded_quotes_the_span(tmp_path: Path, corpus: Path) -> None:
+    """`ragmix ask --decoding grounded`: the answer is a span of a hit, quoted and highlighted."""
+    pytest = __import__("pytest")
+    pytest.importorskip("transformers")
+    from ragmix.testing import tiny_random_generator
+
+    gen = tiny_random_generator(byte_level=True)
+    model_dir = tmp_path / "tiny-bpe"
+    gen.model.save_pretrained(model_dir)
+    gen.tokenizer.save_pretrained(model_dir)
+    runner = CliRunner()
+    col = tmp_path / "col"
+    assert _index(runner, col, corpus).exit_code == 0
+    args = ["ask", "what is marker4?", "-c", str(col), "-k", "2", "--generator", str(model_dir),
+            "--max-new-tokens", "16", "--decoding", "grounded", "--beams", "3"]
+    for mode in ("stuff", "rag-sequence"):
+        data = json.loads(runner.invoke(cli, [*args, "--mode", mode, "--json"]).output)
+        quote = data["quotes"][0]
+        hit = data["hits"][quote["hit"] - 1]
+        assert data["decoding"] == "grounded" and data["text"]
+        assert " ".join(hit["text"][quote["start"] : quote["end"]].split()) == data["text"]
+        shown = runner.invoke(cli, [*args, "--mode", mode])
+        assert shown.exit_code == 0, shown.output
+        assert f"chars {quote['doc_start']}-{quote['doc_end']}" in shown.output
+    refused = runner.invoke(cli, [*args, "--mode", "rag-token"])
+    assert refused.exit_code == 2 and "--decoding grounded works with --mode" in refused.output
+    refused = runner.invoke(cli, [*args[:-4], "--decoding", "fast"])
+    assert refused.exit_code == 2 and "--mode stuff takes" in refused.output

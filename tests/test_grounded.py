@@ -151,3 +151,64 @@ def test_bad_scoring_and_mismatched_rows_are_refused(gen, torch):
         grounded_decode(gen, [p], [a], torch.zeros(1), text_ids=[[0]], scoring="best")
     with pytest.raises(BadInputError, match="one of each per row"):
         grounded_decode(gen, [p, p], [a], torch.zeros(2), text_ids=[[0]])
+
+
+TEXTS = {"varno": "Lake   Varno is 310 metres deep.\n\nIt froze in 1971.",
+         "kelm": "Kelm lies on the shore of Lake Varno, near café Naïve."}
+
+
+@pytest.fixture()
+def collection(tmp_path):
+    from ragmix import Collection, Document
+    from ragmix.chunking import make_chunker
+
+    col = Collection.create(tmp_path / "col", encoder="hashing-256",
+                            chunker=make_chunker("words", size=5))
+    col.add_documents([Document(doc_id, text, f"{doc_id}.md", title=doc_id.title())
+                       for doc_id, text in TEXTS.items()])
+    yield col
+    col.close()
+
+
+@pytest.mark.parametrize("mode", ["stuff", "rag-sequence"])
+def test_grounded_answers_quote_their_passages_exactly(gen, collection, mode):
+    from ragmix.generation import RAG
+    from ragmix.marginal.model import MarginalRAG
+
+    if mode == "stuff":
+        rag = RAG(collection, gen, k=2, grounded=True, beams=3, max_new_tokens=8)
+    else:
+        rag = MarginalRAG(collection, gen, mode=mode, k=2, decoding="grounded", beams=3,
+                          max_new_tokens=8)
+    streamed = []
+    answer = rag.ask("How deep is Lake Varno?", on_token=streamed.append)
+    assert answer.decoding == "grounded" and answer.text and answer.quotes
+    assert streamed == [answer.text]
+    from ragmix.evaluation.qa_metrics import normalize_answer
+
+    for n, quote in enumerate(answer.quotes):
+        hit = answer.hits[quote.hit - 1]
+        quoted = hit.text[quote.start : quote.end]
+        assert quote.doc_id == hit.doc_id
+        assert TEXTS[hit.doc_id][quote.doc_start : quote.doc_end] == quoted
+        # the first quote is the answer itself; the others the same answer elsewhere
+        if n == 0:
+            assert " ".join(quoted.split()) == answer.text
+        assert normalize_answer(quoted) == normalize_answer(answer.text)
+    assert answer.cited[0] == answer.quotes[0].hit
+    if mode == "rag-sequence":
+        assert sum(answer.posterior) == pytest.approx(1.0)
+
+
+def test_grounded_needs_a_mode_and_a_generator_that_can(gen, collection):
+    from ragmix.errors import BadInputError
+    from ragmix.generation import RAG
+    from ragmix.marginal.model import MarginalRAG
+    from ragmix.testing import ScriptedGenerator
+
+    with pytest.raises(BadInputError, match="grounded decoding works with modes"):
+        MarginalRAG(collection, gen, mode="rag-token", decoding="grounded")
+    with pytest.raises(BadInputError, match="ScoringGenerator"):
+        RAG(collection, ScriptedGenerator("x"), grounded=True)
+    with pytest.raises(BadInputError, match="scoring must be one of"):
+        MarginalRAG(collection, gen, decoding="grounded", scoring="best")

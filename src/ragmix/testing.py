@@ -108,7 +108,8 @@ def tiny_random_generator(*, seed: int = 0, byte_level: bool = False) -> HFGener
         num_attention_heads=2,
         num_key_value_heads=2,
         intermediate_size=64,
-        max_position_embeddings=512,  # room for a prompt with a few passages
+        # room for a prompt with a few passages (byte-level tokens are short)
+        max_position_embeddings=2048 if byte_level else 512,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id if byte_level else tokenizer.cls_token_id,
         eos_token_id=tokenizer.eos_token_id if byte_level else tokenizer.sep_token_id,

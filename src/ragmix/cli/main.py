@@ -9,6 +9,7 @@ Examples::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from dataclasses import asdict
@@ -30,6 +31,7 @@ from ragmix.cli.options import (
 )
 from ragmix.cli.quiet import quiet_third_party
 from ragmix.errors import RagmixError
+from ragmix.modes import GROUNDED_MODES
 
 set_offline_defaults()
 
@@ -233,25 +235,34 @@ def ask(question, collection_dir, mode, retrieval, k, source, fusion, tau, beams
     ragmix ask "How do I delete documents?" -c my-col
     ragmix ask "How do I delete documents?" -c my-col --mode rag-token --explain
     """
-    from ragmix.cli.render import sources_table, token_heatmap, token_table
+    from ragmix.cli.render import quote_view, sources_table, token_heatmap, token_table
     from ragmix.generation import RAG, load_generator
 
     explain = explain or explain_png is not None
-    if explain and mode == "stuff":
-        raise click.UsageError("--explain needs --mode rag-sequence or rag-token")
+    if explain and (mode == "stuff" or decoding == "grounded"):
+        raise click.UsageError("--explain needs --mode rag-sequence or rag-token with free "
+                               "decoding; grounded answers show their quotes instead")
+    if decoding == "grounded" and mode not in GROUNDED_MODES:
+        raise click.UsageError(f"--decoding grounded works with --mode "
+                               f"{' or '.join(GROUNDED_MODES)}, not {mode}")
+    if mode == "stuff" and decoding not in (None, "grounded"):
+        raise click.UsageError(f"--decoding {decoding} is RAG-Sequence's; --mode stuff takes "
+                               "--decoding grounded or generates freely")
     with _open(collection_dir, query_encoder) as col:
         with err.status(f"loading generator {generator}"):
             gen = load_generator(generator)
         searcher = col.searcher(fusion=fusion, source=source)
         stream = None if as_json else (lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
         if mode == "stuff":
-            rag = RAG(searcher, gen, k=k, mode=retrieval, max_new_tokens=max_new_tokens or 200)
-            answer = rag.ask(question, on_token=stream)
+            rag = RAG(searcher, gen, k=k, mode=retrieval, max_new_tokens=max_new_tokens or 200,
+                      grounded=decoding == "grounded", beams=beams or 4)
+            with err.status("decoding (grounded)") if decoding else contextlib.nullcontext():
+                answer = rag.ask(question, on_token=stream)
         else:
             from ragmix.marginal.model import MarginalRAG
 
             rag = MarginalRAG(searcher, gen, mode=mode, k=k, retrieval=retrieval, tau=tau,
-                              beams=beams, decoding=decoding,
+                              beams=beams, decoding=decoding or "thorough",
                               max_new_tokens=max_new_tokens or 32)
             with err.status(f"decoding ({mode})"):
                 answer = rag.ask(question, explain=explain)
@@ -261,6 +272,8 @@ def ask(question, collection_dir, mode, retrieval, k, source, fusion, tau, beams
         click.echo(json.dumps(asdict(answer), indent=2))
     else:
         click.echo()
+        if answer.quotes:
+            out.print(quote_view(answer))
         out.print(sources_table(answer))
         if explain and answer.tokens:
             out.print(token_heatmap(answer))

@@ -6,6 +6,7 @@ import click
 
 from ragmix.chunking import CHUNKERS
 from ragmix.index import INDEX_KINDS
+from ragmix.modes import DECODINGS, GENERATION_MODES
 from ragmix.retrieval.retrievers import DEFAULT_FUSION, FUSIONS, MODES
 
 CHUNKER_NAMES = tuple(CHUNKERS)
@@ -15,9 +16,6 @@ fusion_option = click.option(
     help="Hybrid fusion: min-max weighted scores (0.5 each) or Reciprocal Rank Fusion (k=60).",
 )
 
-# How the generator uses the passages: all in one prompt, or the paper's two marginals.
-GENERATION_MODES = ("stuff", "rag-sequence", "rag-token")
-DECODINGS = ("thorough", "fast")
 
 retrieval_option = click.option(
     "--retrieval", "-r", type=click.Choice(MODES), default="hybrid", show_default=True,
@@ -32,10 +30,12 @@ def marginal_options(fn):
                            "[default: 0.05 dense, 1 bm25, 0.1 hybrid].")(fn)
     fn = click.option("--beams", type=click.IntRange(min=1), default=None,
                       help="Beam size [default: 4 for rag-sequence, 1 (greedy) for rag-token].")(fn)
-    fn = click.option("--decoding", type=click.Choice(DECODINGS), default="thorough",
-                      show_default=True,
-                      help="RAG-Sequence: score every beam answer under every passage "
-                           "(thorough) or only where it was proposed (fast).")(fn)
+    fn = click.option("--decoding", type=click.Choice(DECODINGS), default=None,
+                      help="grounded: answer only with a verbatim span of the passages "
+                           "(stuff, rag-sequence), quoted exactly. RAG-Sequence's free "
+                           "decoding scores every beam answer under every passage "
+                           "(thorough) or only where it was proposed (fast) "
+                           "[default: thorough for rag-sequence; stuff generates freely].")(fn)
     return fn
 
 

@@ -66,6 +66,24 @@ def _posterior_table(answer: Answer) -> Table:
     return table
 
 
+def quote_view(answer: Answer, *, context: int = 80) -> Text:
+    """Where a grounded answer stands: each quoted passage with the span highlighted.
+
+    ``context`` characters of the passage are shown on either side.
+    """
+    out = Text()
+    for quote in answer.quotes:
+        hit = answer.hits[quote.hit - 1]
+        before = " ".join(hit.text[max(0, quote.start - context) : quote.start].split())
+        after = " ".join(hit.text[quote.end : quote.end + context].split())
+        out.append(f"[{hit.rank}] {_where(hit)} (chars {quote.doc_start}-{quote.doc_end}): ",
+                   style="bold")
+        out.append(("…" if quote.start > context else "") + before + " ")
+        out.append(" ".join(hit.text[quote.start : quote.end].split()), style="bold reverse")
+        out.append(" " + after + ("…" if quote.end + context < len(hit.text) else "") + "\n")
+    return out
+
+
 def token_heatmap(answer: Answer) -> Text:
     """The answer with each token coloured by the passage it leaned on most.
 

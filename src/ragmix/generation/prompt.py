@@ -23,7 +23,8 @@ NO_PASSAGES = (
 
 
 def build_prompt(
-    question: str, hits: Sequence[Hit], *, max_passage_chars: int | None = None
+    question: str, hits: Sequence[Hit], *, max_passage_chars: int | None = None,
+    instruction: str = INSTRUCTION,
 ) -> str:
     """The prompt for one question: instruction, numbered passages, question.
 
@@ -46,10 +47,17 @@ def build_prompt(
     passages = "\n\n".join(
         _format_passage(n, hit, max_passage_chars) for n, hit in enumerate(hits, start=1)
     )
-    return f"{INSTRUCTION}\n\n{passages}\n\nQuestion: {question}"
+    return f"{instruction}\n\n{passages}\n\nQuestion: {question}"
 
 
 PASSAGE_INSTRUCTION = "Answer the question in a few words, using the passage."
+# Grounded decoding copies the answer from the passages whatever the prompt says; the
+# prompt only steers which span: a short one that answers, not the question's words.
+GROUNDED_INSTRUCTION = (
+    "Read the numbered passages and answer the question below with a few words "
+    "copied from one passage."
+)
+GROUNDED_PASSAGE_INSTRUCTION = "Answer the question with a few words copied from the passage."
 
 
 def build_passage_prompt(question: str, hit: Hit) -> str:
@@ -64,9 +72,28 @@ def build_passage_prompt(question: str, hit: Hit) -> str:
     <BLANKLINE>
     Question: What is the capital of France?
     """
+    return _passage_prompt(PASSAGE_INSTRUCTION, question, hit)
+
+
+def build_grounded_passage_prompt(question: str, hit: Hit) -> str:
+    """The prompt for one (question, passage) pair under grounded decoding.
+
+    >>> hit = Hit(chunk_id=0, doc_id="d", text="Paris is the capital.", score=1.0,
+    ...           prob=1.0, rank=1, title="France")
+    >>> print(build_grounded_passage_prompt("What is the capital of France?", hit))
+    Answer the question with a few words copied from the passage.
+    <BLANKLINE>
+    Passage: (France) Paris is the capital.
+    <BLANKLINE>
+    Question: What is the capital of France?
+    """
+    return _passage_prompt(GROUNDED_PASSAGE_INSTRUCTION, question, hit)
+
+
+def _passage_prompt(instruction: str, question: str, hit: Hit) -> str:
     question = " ".join(question.split())
     passage = _format_passage(0, hit, None).split(" ", 1)[1]  # without the [n] label
-    return f"{PASSAGE_INSTRUCTION}\n\nPassage: {passage}\n\nQuestion: {question}"
+    return f"{instruction}\n\nPassage: {passage}\n\nQuestion: {question}"
 
 
 def _format_passage(number: int, hit: Hit, max_chars: int | None) -> str:

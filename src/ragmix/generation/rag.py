@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from ragmix.errors import BadInputError
-from ragmix.generation.base import ContextLimited, Generator
+from ragmix.generation.base import ContextLimited, Generator, ScoringGenerator
 from ragmix.generation.prompt import build_prompt, parse_citations
 from ragmix.types import Answer, Hit
 
@@ -26,6 +26,8 @@ class RAG:
     :class:`~ragmix.types.Answer`. If the generator reports its context size
     (a :class:`~ragmix.generation.base.ContextLimited`, as :class:`HFGenerator`
     is), the lowest-ranked hits are dropped until prompt and answer fit.
+    With ``grounded=True`` the answer is a verbatim span of one of the
+    passages (beam search of width ``beams``), quoted exactly in ``quotes``.
 
     With ``load_generator()`` (SmolLM2) in place of the scripted generator:
 
@@ -55,8 +57,11 @@ class RAG:
         mode: str = "hybrid",
         max_new_tokens: int = 200,
         max_passage_chars: int | None = None,
+        grounded: bool = False,
+        beams: int = 4,
     ) -> None:
         _check_positive("k", k)
+        _check_positive("beams", beams)
         _check_positive("max_new_tokens", max_new_tokens)
         if max_passage_chars is not None:
             _check_positive("max_passage_chars", max_passage_chars)
@@ -71,6 +76,11 @@ class RAG:
         self.mode = mode
         self.max_new_tokens = max_new_tokens
         self.max_passage_chars = max_passage_chars
+        if grounded and not isinstance(generator, ScoringGenerator):
+            raise BadInputError(
+                "grounded decoding needs a generator that scores token ids (a ScoringGenerator "
+                f"such as HFGenerator), got {type(generator).__name__}")
+        self.grounded, self.beams = grounded, beams
 
     def ask(
         self,
@@ -88,6 +98,8 @@ class RAG:
         question = question.strip()
         hits = list(self.retriever.search(question, k, mode=mode or self.mode))[:k]
         hits, prompt = self._fit(question, hits)
+        if self.grounded:
+            return self._grounded(question, hits, on_token)
         text = self.generator.generate(
             prompt, max_new_tokens=self.max_new_tokens, on_token=on_token
         )
@@ -97,6 +109,18 @@ class RAG:
             hits=tuple(hits),
             cited=parse_citations(text, len(hits)),
         )
+
+    def _grounded(self, question: str, hits: list[Hit],
+                  on_token: Callable[[str], None] | None) -> Answer:
+        """A verbatim span of one of the passages (see :mod:`ragmix.marginal.grounded_answer`)."""
+        from ragmix.marginal.grounded_answer import MAX_SPAN_TOKENS, grounded_answer
+
+        answer = grounded_answer(self.generator, question, hits, mode="stuff", beams=self.beams,
+                                 max_new_tokens=min(self.max_new_tokens, MAX_SPAN_TOKENS),
+                                 max_passage_chars=self.max_passage_chars)
+        if on_token is not None and answer.text:
+            on_token(answer.text)
+        return answer
 
     def _fit(self, question: str, hits: list[Hit]) -> tuple[list[Hit], str]:
         """Drop the lowest-ranked hits until the prompt leaves room for the answer."""

@@ -16,10 +16,13 @@ from ragmix.errors import BadInputError
 from ragmix.generation.base import ScoringGenerator
 from ragmix.generation.prompt import build_passage_prompt
 from ragmix.generation.rag import Searcher
+from ragmix.marginal.grounded import SCORINGS
+from ragmix.marginal.grounded_answer import grounded_answer
 from ragmix.marginal.math import doc_logprobs
-from ragmix.marginal.rag_sequence import DECODINGS, rag_sequence_decode
+from ragmix.marginal.rag_sequence import rag_sequence_decode
 from ragmix.marginal.rag_token import rag_token_decode
 from ragmix.marginal.scoring import score_passages, with_end
+from ragmix.modes import DECODINGS, GROUNDED_MODES
 from ragmix.types import Answer
 
 MARGINAL_MODES = ("rag-sequence", "rag-token")
@@ -69,11 +72,17 @@ class MarginalRAG:
         k: int = 5, retrieval: str = "hybrid", tau: float | None = None,
         beams: int | None = None,
         decoding: str = "thorough", max_new_tokens: int = 32, length_penalty: float = 0.0,
+        scoring: str = "constrained",
     ) -> None:
         if mode not in MARGINAL_MODES:
             raise BadInputError(f"mode must be one of {MARGINAL_MODES}, got {mode!r}")
         if decoding not in DECODINGS:
             raise BadInputError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
+        if scoring not in SCORINGS:
+            raise BadInputError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
+        if decoding == "grounded" and mode not in GROUNDED_MODES:
+            raise BadInputError(f"grounded decoding works with modes {GROUNDED_MODES}, not "
+                                f"{mode!r}; use --decoding thorough or fast with {mode}")
         for name, value in (("k", k), ("max_new_tokens", max_new_tokens),
                             ("beams", 1 if beams is None else beams)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -91,7 +100,7 @@ class MarginalRAG:
         # the paper decodes RAG-Token greedily (or with beams) and RAG-Sequence with beams
         self.beams = beams if beams is not None else (1 if mode == "rag-token" else 4)
         self.decoding, self.max_new_tokens = decoding, max_new_tokens
-        self.length_penalty = length_penalty
+        self.length_penalty, self.scoring = length_penalty, scoring
 
     def ask(self, question: str, *, explain: bool = False,
             on_token: Callable[[str], None] | None = None) -> Answer:
@@ -107,6 +116,13 @@ class MarginalRAG:
         prompts = [gen.encode_prompt(build_passage_prompt(question, h)) for h in hits]
         scores = torch.tensor([h.score for h in hits], dtype=torch.float64)
         doc_lp = doc_logprobs(scores, self.tau)  # (K,)
+        if self.decoding == "grounded":
+            answer = grounded_answer(gen, question, hits, mode=self.mode, doc_lp=doc_lp,
+                                     beams=self.beams, max_new_tokens=self.max_new_tokens,
+                                     scoring=self.scoring)
+            if on_token is not None and answer.text:
+                on_token(answer.text)
+            return answer
         options = dict(max_new_tokens=self.max_new_tokens, beams=self.beams,
                        length_penalty=self.length_penalty)
         if self.mode == "rag-token":
@@ -131,7 +147,7 @@ class MarginalRAG:
             logprob=float(logprob), prior=tuple(doc_lp.exp().tolist()),
             posterior=tuple(posterior.tolist()),
             tokens=tuple(gen.decode([t]) for t in tokens) if per_token else (),
-            token_posteriors=per_token,
+            token_posteriors=per_token, decoding=self.decoding,
         )
 
     def _forced_joint(self, prompts, tokens, finished, doc_lp):

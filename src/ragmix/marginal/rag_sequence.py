@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING
 
 from ragmix._extras import require
 from ragmix.marginal.beam import Finished, Hypothesis
+from ragmix.modes import FREE_DECODINGS
 
 if TYPE_CHECKING:
     from torch import Tensor
 
     from ragmix.generation.base import Decoder, ScoringGenerator
 
-DECODINGS = ("thorough", "fast")
+DECODINGS = FREE_DECODINGS  # grounded decoding is marginal/grounded.py
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,85 @@
+"""Grounded answers: a verbatim span of the retrieved passages, with the exact place it stands.
+
+Two layouts share the span decoder (:mod:`ragmix.marginal.grounded`):
+
+- ``rag-sequence``: one prompt per passage, each allowed only its own spans,
+  marginalised over the passages under the prior p(z|x); the posterior
+  p(z|x,y) says which passages support the answer;
+- ``stuff``: the k passages numbered in one prompt, which may quote any of them.
+
+Either way the answer's text is copied from a passage, and its quotes give
+the passage and character offsets (in the passage and in the document) of
+every place it stands, best-supported first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ragmix._extras import require
+from ragmix.generation.prompt import (
+    GROUNDED_INSTRUCTION,
+    build_grounded_passage_prompt,
+    build_prompt,
+    shown_text,
+)
+from ragmix.generation.spans import SpanAutomaton, vocabulary_of
+from ragmix.marginal.grounded import grounded_decode
+from ragmix.types import Answer, Hit, Quote
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from ragmix.generation.base import ScoringGenerator
+
+# A quoted answer is a phrase: "stuff" caps free answers at 200 tokens, spans at this.
+MAX_SPAN_TOKENS = 32
+
+
+def grounded_answer(
+    gen: ScoringGenerator, question: str, hits: Sequence[Hit], *, mode: str,
+    doc_lp: Tensor | None = None, beams: int = 4, max_new_tokens: int = 32,
+    scoring: str = "constrained", max_passage_chars: int | None = None,
+) -> Answer:
+    """Answer ``question`` with a span of ``hits``; ``doc_lp`` (K,) is RAG-Sequence's prior."""
+    torch = require("torch", "models")
+    vocabulary = vocabulary_of(getattr(gen, "tokenizer", None))
+    shown = [shown_text(hit, max_passage_chars) for hit in hits]
+    texts = [text for text, _ in shown]
+    if mode == "rag-sequence":
+        if doc_lp is None:
+            raise ValueError("rag-sequence needs the prior doc_lp")
+        prompts = [gen.encode_prompt(build_grounded_passage_prompt(question, h)) for h in hits]
+        automata = [SpanAutomaton([text], vocabulary) for text in texts]
+        text_ids: list[list[int]] = [[z] for z in range(len(hits))]
+        prior = doc_lp
+    else:
+        prompts = [gen.encode_prompt(build_prompt(question, hits, max_passage_chars=max_passage_chars,
+                                                  instruction=GROUNDED_INSTRUCTION))]
+        automata = [SpanAutomaton(texts, vocabulary)]
+        text_ids = [list(range(len(hits)))]
+        prior = torch.zeros(1, dtype=torch.float64)
+    found = grounded_decode(gen, prompts, automata, prior, text_ids=text_ids,
+                            max_new_tokens=max_new_tokens, beams=beams, scoring=scoring)
+    if not found:
+        return Answer(question, "", tuple(hits), mode=mode, decoding="grounded")
+    best = found[0]
+    quotes = tuple(_quote(hits[s.text], shown[s.text][1], s.text, s.start, s.end)
+                   for s in best.spans)
+    extra = {}
+    if mode == "rag-sequence":
+        chosen = best.raw_per_row if scoring == "raw" else best.per_row
+        extra = dict(prior=tuple(doc_lp.exp().tolist()),
+                     posterior=tuple((doc_lp.double() + chosen).softmax(-1).tolist()))
+    return Answer(question=question, text=best.text, hits=tuple(hits), mode=mode,
+                  cited=tuple(dict.fromkeys(q.hit for q in quotes)), logprob=best.logprob,
+                  decoding="grounded", quotes=quotes, **extra)
+
+
+def _quote(hit: Hit, offsets: list[int], index: int, start: int, end: int) -> Quote:
+    """A span of the shown (white-space-squeezed) text as offsets into ``hit.text``."""
+    first, last = offsets[start], offsets[end - 1] + 1
+    return Quote(hit=index + 1, start=first, end=last, doc_id=hit.doc_id,
+                 doc_start=hit.start + first, doc_end=hit.start + last)
+

@@ -1,0 +1,19 @@
+"""The names the CLI, the Python API and reports share: generation modes and decodings.
+
+One place, so a choice offered by ``ragmix ask`` is the one the library accepts.
+"""
+
+from __future__ import annotations
+
+# How the generator uses the passages: all in one prompt ("stuff"), or the paper's
+# two marginals over them (Lewis et al., 2020).
+GENERATION_MODES = ("stuff", "rag-sequence", "rag-token")
+
+# How an answer is decoded.
+# - thorough / fast: RAG-Sequence's free decoding; thorough scores every beam answer
+#   under every passage, fast only where it was proposed (the paper's 2.5);
+# - grounded: only a verbatim span of the passages, then the end (stuff and rag-sequence).
+# "stuff" without grounded decoding generates freely and cites [n].
+DECODINGS = ("thorough", "fast", "grounded")
+FREE_DECODINGS = ("thorough", "fast")
+GROUNDED_MODES = ("stuff", "rag-sequence")
