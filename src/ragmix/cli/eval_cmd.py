@@ -22,7 +22,13 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ragmix.cli.options import MODES, fusion_option, query_encoder_option, retrieval_option
+from ragmix.cli.options import (
+    MODES,
+    dtype_option,
+    fusion_option,
+    query_encoder_option,
+    retrieval_option,
+)
 from ragmix.retrieval.retrievers import DEFAULT_FUSION
 
 err = Console(stderr=True)
@@ -88,7 +94,7 @@ def metrics_table(results: dict[str, dict[str, float]], columns, *, title: str) 
     return table
 
 
-def _indexed(col_dir: Path, corpus: Path, encoder: str):
+def _indexed(col_dir: Path, corpus: Path, encoder: str, dtype: str):
     """The collection in ``col_dir``, built from or brought up to date with ``corpus``."""
     from ragmix.cli.progress import RichProgress
     from ragmix.evaluation.run_retrieval import index_corpus
@@ -99,7 +105,7 @@ def _indexed(col_dir: Path, corpus: Path, encoder: str):
     exists = (col_dir / MANIFEST_NAME).exists()
     err.print(f"{'updating' if exists else 'building'} collection {col_dir}")
     with RichProgress(err) as progress:
-        col, indexed = index_corpus(col_dir, corpus, progress=progress,
+        col, indexed = index_corpus(col_dir, corpus, progress=progress, dtype=dtype,
                                     encoder=encoder if explicit_encoder or not exists else None)
     if indexed.skipped:
         err.print(f"[yellow]{len(indexed.skipped)} corpus row(s) not indexed[/], e.g. "
@@ -135,8 +141,9 @@ def _label(mode: str, fusion: str) -> str:
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Evaluate only the first N judged queries (a quick run).")
 @out_option
+@dtype_option
 def retrieval(data_dir, split, corpus, queries, qrels, modes, fusion, collection_dir, encoder,
-              limit, out_dir):
+              limit, out_dir, dtype):
     """nDCG@10, MRR@10 and recall@1/5/10/20/100 of each mode (default: all) on BEIR data.
 
     Documents are ranked at their best chunk; the numbers match trec_eval's.
@@ -147,6 +154,7 @@ def retrieval(data_dir, split, corpus, queries, qrels, modes, fusion, collection
     ragmix eval retrieval --data-dir ../shared/data/scifact --mode bm25
     """
     from ragmix.cli.progress import RichProgress
+    from ragmix.dtypes import resolve_dtype
     from ragmix.evaluation.datasets import judged_queries, load_qrels, load_queries
     from ragmix.evaluation.report import (
         RETRIEVAL_COLUMNS,
@@ -158,6 +166,7 @@ def retrieval(data_dir, split, corpus, queries, qrels, modes, fusion, collection
     from ragmix.evaluation.retrieval_metrics import latency_summary
     from ragmix.evaluation.run_retrieval import CHUNKS_PER_DOC, evaluate_retrieval
 
+    dtype = resolve_dtype(dtype)
     corpus, queries_path, qrels_path = _beir_paths(data_dir, split, corpus, queries, qrels)
     judgements = load_qrels(qrels_path)
     texts = judged_queries(load_queries(queries_path), judgements)
@@ -167,7 +176,7 @@ def retrieval(data_dir, split, corpus, queries, qrels, modes, fusion, collection
 
     col_dir = (Path(collection_dir) if collection_dir
                else _default_collection(out_dir, corpus, encoder))
-    col = _indexed(col_dir, corpus, encoder)
+    col = _indexed(col_dir, corpus, encoder, dtype)
     reports = {}
     with col:
         searcher = col.searcher(fusion=fusion)
@@ -183,7 +192,7 @@ def retrieval(data_dir, split, corpus, queries, qrels, modes, fusion, collection
                  "judged_queries": len(judgements), "limit": limit},
         "collection": _collection_meta(col_dir, info),
         "settings": {"k": 100, "chunk_depth": 100 * CHUNKS_PER_DOC, "fusion": fusion,
-                     "pooling": "max over chunks"},
+                     "pooling": "max over chunks", "dtype": dtype},
     }
     plots = _write_plots(out_dir, {mode: r.metrics for mode, r in reports.items()},
                          {mode: r.latency_s.values() for mode, r in reports.items()},
@@ -252,8 +261,9 @@ def _journal_path(out_dir: str | Path, mode: str, run_key: dict) -> Path:
 @click.option("--regex", is_flag=True, help="Gold answers are regular expressions (CuratedTREC).")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=32, show_default=True)
 @out_option
+@dtype_option
 def qa(questions, collection_dir, corpus, encoder, modes, retrieval, fusion, k, tau, beams,
-       limit, seed, generator, query_encoder, no_generate, regex, max_new_tokens, out_dir):
+       limit, seed, generator, query_encoder, no_generate, regex, max_new_tokens, out_dir, dtype):
     """Exact match, token F1, contains and answer recall@1/5/10/20 of each generation mode.
 
     The same sampled questions for every mode; answer recall comes from the
@@ -265,25 +275,27 @@ def qa(questions, collection_dir, corpus, encoder, modes, retrieval, fusion, k, 
         --corpus ../shared/data/squad-open/paragraphs.jsonl --limit 200 --mode bm25
     """
     from ragmix.cli.progress import RichProgress
+    from ragmix.dtypes import resolve_dtype
     from ragmix.evaluation.datasets import load_qa
     from ragmix.evaluation.report import qa_markdown, qa_results, run_info, write_report
     from ragmix.evaluation.run_qa import evaluate_qa, sample_questions
     from ragmix.store import Collection
 
+    dtype = resolve_dtype(dtype)
     examples = sample_questions(load_qa(questions), limit, seed)
     if corpus is not None:
         col_dir = Path(collection_dir) if collection_dir else _default_collection(
             out_dir, Path(corpus), encoder)
-        col = _indexed(col_dir, Path(corpus), encoder)
+        col = _indexed(col_dir, Path(corpus), encoder, dtype)
     elif collection_dir is not None:
-        col_dir, col = Path(collection_dir), Collection.open(collection_dir)
+        col_dir, col = Path(collection_dir), Collection.open(collection_dir, dtype=dtype)
     else:
         raise click.UsageError("give --collection DIR, --corpus FILE, or both")
     if query_encoder is not None:
         from ragmix.encoders import load_encoder
 
         try:
-            col.use_query_encoder(load_encoder(query_encoder))
+            col.use_query_encoder(load_encoder(query_encoder, dtype=dtype))
         except BaseException:
             col.close()
             raise
@@ -295,9 +307,10 @@ def qa(questions, collection_dir, corpus, encoder, modes, retrieval, fusion, k, 
             from ragmix.generation import load_generator
 
             with err.status(f"loading generator {generator}"):
-                gen = load_generator(generator)
+                gen = load_generator(generator, dtype=dtype)
         run_key = {"collection": str(col_dir.resolve()), "questions": str(Path(questions).resolve()),
-                   "limit": limit, "seed": seed, "fusion": fusion, "query_encoder": query_encoder}
+                   "limit": limit, "seed": seed, "fusion": fusion, "query_encoder": query_encoder,
+                   "dtype": dtype}
         journals = {mode: _journal_path(out_dir, mode, run_key) for mode in modes}
         for mode, path in journals.items():
             if path.exists():
@@ -319,7 +332,7 @@ def qa(questions, collection_dir, corpus, encoder, modes, retrieval, fusion, k, 
             "settings": {"k": k, "retrieval": retrieval, "fusion": fusion, "tau": tau,
                          "beams": beams, "max_new_tokens": max_new_tokens,
                          "generator": None if no_generate else generator,
-                         "query_encoder": query_encoder}}
+                         "query_encoder": query_encoder, "dtype": dtype}}
     plots = _write_plots(out_dir, {mode: r.metrics for mode, r in reports.items()},
                          {mode: [q.retrieval_s + (q.generation_s or 0.0) for q in r.results]
                           for mode, r in reports.items()},

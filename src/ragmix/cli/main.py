@@ -24,6 +24,7 @@ from ragmix.cli.options import (
     GENERATION_MODES,
     INDEX_KINDS,
     MODES,
+    dtype_option,
     fusion_option,
     marginal_options,
     query_encoder_option,
@@ -81,14 +82,15 @@ def _parse_index_options(pairs: tuple[str, ...]) -> dict[str, int]:
     return params
 
 
-def _open(collection_dir: str, query_encoder: str | None = None):
+def _open(collection_dir: str, query_encoder: str | None = None, *, dtype: str = "auto"):
     from ragmix.store import Collection
 
     if query_encoder is None:
-        return Collection.open(collection_dir)
+        return Collection.open(collection_dir, dtype=dtype)
     from ragmix.encoders import load_encoder
 
-    return Collection.open(collection_dir, query_encoder=load_encoder(query_encoder))
+    return Collection.open(collection_dir, query_encoder=load_encoder(query_encoder, dtype=dtype),
+                           dtype=dtype)
 
 
 @cli.command()
@@ -108,8 +110,9 @@ def _open(collection_dir: str, query_encoder: str | None = None):
                    "(hnsw); nlist, nprobe (ivf, ivfpq); m, nbits (ivfpq).")
 @click.option("--max-bytes", type=click.IntRange(min=1), default=20_000_000, show_default=True,
               help="Skip files larger than this (per row for .jsonl).")
+@dtype_option
 def index(paths, collection_dir, encoder, chunker, chunk_size, overlap, index_kind,
-          index_options, max_bytes):
+          index_options, max_bytes, dtype):
     """Index files and folders (.txt .md .html .pdf, BEIR .jsonl) into a collection.
 
     Re-running adds new files and replaces changed ones; unchanged ones are skipped.
@@ -133,7 +136,7 @@ def index(paths, collection_dir, encoder, chunker, chunk_size, overlap, index_ki
                 "already exists (see ragmix info)")
         if ctx.get_parameter_source("encoder") is click.core.ParameterSource.COMMANDLINE:
             check_encoder_name(Path(collection_dir), encoder)
-        col = Collection.open(collection_dir)
+        col = Collection.open(collection_dir, dtype=dtype)
     else:
         options = {}
         if chunk_size is not None:
@@ -145,7 +148,8 @@ def index(paths, collection_dir, encoder, chunker, chunk_size, overlap, index_ki
         with err.status(f"loading encoder {encoder}"):
             col = Collection.create(collection_dir, encoder=encoder,
                                     chunker=make_chunker(chunker, **options), index=index_kind,
-                                    index_params=_parse_index_options(index_options))
+                                    index_params=_parse_index_options(index_options),
+                                    dtype=dtype)
     with col, RichProgress(err) as progress:
         report = col.add(list(paths), progress=progress, max_bytes=max_bytes)
     err.print(
@@ -164,7 +168,8 @@ def index(paths, collection_dir, encoder, chunker, chunk_size, overlap, index_ki
               help="The new encoder: a folder from ragmix train retriever, minilm, hashing-DIM.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Directory for the re-embedded collection (the source is left as it is).")
-def reembed(collection_dir, encoder, out_dir):
+@dtype_option
+def reembed(collection_dir, encoder, out_dir, dtype):
     """Copy a collection with every passage embedded by another encoder.
 
     An interrupted run resumes when started again with the same options.
@@ -175,7 +180,7 @@ def reembed(collection_dir, encoder, out_dir):
     with err.status(f"loading encoder {encoder}"):
         from ragmix.encoders import load_encoder
 
-        enc = load_encoder(encoder)
+        enc = load_encoder(encoder, dtype=dtype)
     with RichProgress(err) as progress:
         col = run(collection_dir, out_dir, enc, progress=progress)
     with col:
@@ -191,11 +196,12 @@ def reembed(collection_dir, encoder, out_dir):
 @source_option
 @fusion_option
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
-def search(query, collection_dir, mode, k, source, fusion, as_json):
+@dtype_option
+def search(query, collection_dir, mode, k, source, fusion, as_json, dtype):
     """Retrieve the top-k passages for QUERY."""
     from ragmix.cli.render import hits_table
 
-    with _open(collection_dir) as col:
+    with _open(collection_dir, dtype=dtype) as col:
         hits = col.search(query, k, mode=mode, source=source, fusion=fusion)
     if as_json:
         click.echo(json.dumps([asdict(h) for h in hits], indent=2))
@@ -227,8 +233,9 @@ def search(query, collection_dir, mode, k, source, fusion, as_json):
 @click.option("--explain-png", type=click.Path(dir_okay=False), default=None,
               help="Also save the per-token posterior heat map as a PNG (implies --explain).")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer and sources as JSON.")
+@dtype_option
 def ask(question, collection_dir, mode, retrieval, k, source, fusion, tau, beams, decoding,
-        generator, query_encoder, max_new_tokens, explain, explain_png, as_json):
+        generator, query_encoder, max_new_tokens, explain, explain_png, as_json, dtype):
     """Answer QUESTION from the collection, with its sources.
 
     \b
@@ -248,9 +255,9 @@ def ask(question, collection_dir, mode, retrieval, k, source, fusion, tau, beams
     if mode == "stuff" and decoding not in (None, "grounded"):
         raise click.UsageError(f"--decoding {decoding} is RAG-Sequence's; --mode stuff takes "
                                "--decoding grounded or generates freely")
-    with _open(collection_dir, query_encoder) as col:
+    with _open(collection_dir, query_encoder, dtype=dtype) as col:
         with err.status(f"loading generator {generator}"):
-            gen = load_generator(generator)
+            gen = load_generator(generator, dtype=dtype)
         searcher = col.searcher(fusion=fusion, source=source)
         stream = None if as_json else (lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
         if mode == "stuff":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ragmix.chunking import CHUNKERS
+from ragmix.dtypes import DTYPES, ENV_VAR
 from ragmix.index import INDEX_KINDS
 from ragmix.modes import DECODINGS, GENERATION_MODES
 from ragmix.retrieval.retrievers import DEFAULT_FUSION, FUSIONS, MODES
@@ -46,3 +47,8 @@ __all__ = ["CHUNKER_NAMES", "DECODINGS", "FUSIONS", "GENERATION_MODES", "INDEX_K
 query_encoder_option = click.option(
     "--query-encoder", default=None, type=click.Path(file_okay=False, exists=True),
     help="A query tower fine-tuned on this collection (OUT/query_encoder from ragmix train rag).")
+
+dtype_option = click.option(
+    "--dtype", type=click.Choice(DTYPES), default="auto", show_default=True, envvar=ENV_VAR,
+    help="What the models compute in: auto (bfloat16 where the CPU has AMX, else "
+         f"float32), float32 or bfloat16 (${ENV_VAR}).")

@@ -17,6 +17,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.progress import TimeRemainingColumn
 
+from ragmix.cli.options import dtype_option
+
 err = Console(stderr=True)
 
 
@@ -68,9 +70,10 @@ def _negatives(text: str) -> tuple[str, ...]:
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=10, show_default=True,
               help="Steps between checkpoints (OUT/checkpoints, deleted when training ends).")
 @click.option("--no-resume", is_flag=True, help="Start over even if OUT has checkpoints.")
+@dtype_option
 def retriever_command(beir_dir, split, squad_file, out_dir, base, negatives, hard_negatives,
                       epochs, batch_size, chunk_size, lr, temperature, learn_temperature,
-                      two_tower, max_seq_length, limit, seed, checkpoint_every, no_resume):
+                      two_tower, max_seq_length, limit, seed, checkpoint_every, no_resume, dtype):
     """Train a bi-encoder contrastively (InfoNCE) with in-batch and hard negatives.
 
     An interrupted run resumes from its last checkpoint when started again
@@ -88,7 +91,7 @@ def retriever_command(beir_dir, split, squad_file, out_dir, base, negatives, har
         epochs=epochs, batch_size=batch_size, chunk_size=chunk_size, lr=lr,
         temperature=temperature, learn_temperature=learn_temperature,
         negatives=_negatives(negatives), hard_negatives=hard_negatives, two_tower=two_tower,
-        max_seq_length=max_seq_length, seed=seed)
+        max_seq_length=max_seq_length, dtype=dtype, seed=seed)
     err.print("loading training data")
     data = load_beir_pairs(beir_dir, split) if beir_dir else load_squad_pairs(squad_file)
     if limit is not None and limit < len(data.pairs):
@@ -158,9 +161,11 @@ def retriever_command(beir_dir, split, squad_file, out_dir, base, negatives, har
               help="Train on a seeded sample of this many questions.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-resume", is_flag=True, help="Start over even if OUT has checkpoints.")
+@dtype_option
 def rag_command(pairs_file, collection_dir, out_dir, mode, generator, k, steps, batch_size, lr,
                 query_lr, tau, full, lora_r, top_layers, freeze_query_encoder, passage_words,
-                max_answer_tokens, label_smoothing, checkpoint_every, limit, seed, no_resume):
+                max_answer_tokens, label_smoothing, checkpoint_every, limit, seed, no_resume,
+                dtype):
     """Fine-tune the generator and the query encoder end to end (the paper's RAG training).
 
     Only (question, answer) pairs are needed: the passages are latent. The
@@ -187,7 +192,8 @@ def rag_command(pairs_file, collection_dir, out_dir, mode, generator, k, steps, 
         lora_r=lora_r, lora_alpha=2 * lora_r, top_layers=top_layers,
         train_query_encoder=not freeze_query_encoder,
         passage_words=passage_words, max_answer_tokens=max_answer_tokens,
-        label_smoothing=label_smoothing, checkpoint_every=checkpoint_every, seed=seed)
+        label_smoothing=label_smoothing, checkpoint_every=checkpoint_every, dtype=dtype,
+        seed=seed)
     examples = load_qa_pairs(pairs_file)
     if limit is not None and limit < len(examples):
         examples = random.Random(seed).sample(examples, limit)

@@ -30,18 +30,24 @@ def canonical_name(spec: str) -> str:
     return spec
 
 
-def load_encoder(spec: str = DEFAULT_ENCODER) -> Encoder:
+def load_encoder(spec: str = DEFAULT_ENCODER, *, dtype: str = "float32") -> Encoder:
     """Build an encoder from a spec: ``minilm`` (default), ``minilm-int8`` (ONNX),
     ``hashing-DIM``, a local sentence-transformers folder, or a two-tower folder
     written by ``ragmix train retriever --two-tower``.
 
+    ``dtype`` (:data:`ragmix.dtypes.DTYPES`) applies to the sentence-transformers
+    encoders; the int8 ONNX and hashing encoders have no float weights to change.
+
     >>> load_encoder("hashing-32").dim
     32
     """
+    from ragmix.dtypes import check_dtype
+
+    check_dtype(dtype)
     if spec in _MINILM_ALIASES:
         from ragmix.encoders.sentence_transformer import SentenceTransformerEncoder
 
-        return SentenceTransformerEncoder()
+        return SentenceTransformerEncoder(dtype=dtype)
     if spec in _INT8_ALIASES:
         from ragmix.encoders.onnx_minilm import OnnxMiniLMEncoder
 
@@ -55,10 +61,10 @@ def load_encoder(spec: str = DEFAULT_ENCODER) -> Encoder:
         from ragmix.encoders.two_tower import TwoTowerEncoder, is_two_tower
 
         if is_two_tower(spec):
-            return TwoTowerEncoder(spec)
+            return TwoTowerEncoder(spec, dtype=dtype)
         from ragmix.encoders.sentence_transformer import SentenceTransformerEncoder
 
-        return SentenceTransformerEncoder(spec)
+        return SentenceTransformerEncoder(spec, dtype=dtype)
     raise BadInputError(
         f"unknown encoder {spec!r}; use 'minilm', 'minilm-int8', 'hashing-DIM' or a local "
         "sentence-transformers folder"

@@ -25,15 +25,15 @@ def is_two_tower(path: str | Path) -> bool:
 class TwoTowerEncoder:
     """Queries through the query tower, documents through the document tower."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, dtype: str = "float32") -> None:
         path = Path(path)
         try:
             parts = json.loads((path / TWO_TOWER_FILE).read_text(encoding="utf-8"))
             query, document = parts["query"], parts["document"]
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
             raise BadInputError(f"{str(path)!r} is not a two-tower folder: {exc}") from None
-        self._query = SentenceTransformerEncoder(path / query)
-        self._document = SentenceTransformerEncoder(path / document)
+        self._query = SentenceTransformerEncoder(path / query, dtype=dtype)
+        self._document = SentenceTransformerEncoder(path / document, dtype=dtype)
         if self._query.dim != self._document.dim:
             raise BadInputError(f"the towers of {str(path)!r} disagree on dim: "
                                 f"{self._query.dim} vs {self._document.dim}")

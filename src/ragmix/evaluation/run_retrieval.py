@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ragmix.errors import BadInputError, CollectionError
 from ragmix.evaluation.retrieval_metrics import DEFAULT_KS, Qrels, RetrievalReport, evaluate_run
@@ -110,7 +110,7 @@ EVAL_CHUNK_WORDS = 512
 
 def index_corpus(
     directory: str | Path, corpus: str | Path, *, encoder: str | None = None,
-    progress: Progress | None = None,
+    progress: Progress | None = None, dtype: str = "float32",
 ) -> tuple[Collection, IndexReport]:
     """Open the collection in ``directory`` holding ``corpus``, indexing what it lacks.
 
@@ -120,13 +120,15 @@ def index_corpus(
     resumes. ``encoder``, if given, must be the one an existing collection was
     built with. A collection that also holds other documents is refused: its
     scores would not be comparable. Returns the open collection (close it) and
-    what indexing did, including corpus rows it skipped and why.
+    what indexing did, including corpus rows it skipped and why. ``dtype``
+    (:data:`ragmix.dtypes.DTYPES`) is what the encoder computes in.
     """
     from ragmix.store import Collection
 
     from ragmix.chunking import make_chunker
 
-    options = {"chunker": make_chunker("words", size=EVAL_CHUNK_WORDS)}
+    options: dict[str, Any] = {"chunker": make_chunker("words", size=EVAL_CHUNK_WORDS),
+                               "dtype": dtype}
     if encoder is not None:
         options["encoder"] = encoder
     col = Collection.open_or_create(directory, **options)

@@ -53,17 +53,21 @@ __all__ = [
 PACKAGED = {"smollm2": load_smollm2}
 
 
-def load_generator(spec: str = "smollm2") -> Generator:
+def load_generator(spec: str = "smollm2", *, dtype: str = "float32") -> Generator:
     """A generator by packaged name ("smollm2") or by local model folder.
 
     A folder is any directory written by ``save_pretrained`` (causal LM or
-    seq2seq); nothing is ever downloaded.
+    seq2seq); nothing is ever downloaded. ``dtype`` is the weights' type, one
+    of :data:`ragmix.dtypes.DTYPES` ("auto": bfloat16 where the CPU has AMX).
     """
+    from ragmix.dtypes import check_dtype
+
+    check_dtype(dtype)
     if spec in PACKAGED:
-        return PACKAGED[spec]()
+        return PACKAGED[spec](dtype=dtype)
     folder = Path(spec).expanduser()
     if folder.is_dir():
-        return HFGenerator.from_pretrained(folder)
+        return HFGenerator.from_pretrained(folder, dtype=dtype)
     choices = ", ".join(repr(name) for name in PACKAGED)
     raise BadInputError(
         f"unknown generator {spec!r}: give one of {choices} or the path of a local "

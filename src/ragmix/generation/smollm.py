@@ -53,11 +53,12 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("RAGMIX_CACHE") or Path.home() / ".cache" / "ragmix")
 
 
-def load_smollm2(*, cache_dir: Path | None = None) -> HFGenerator:
+def load_smollm2(*, cache_dir: Path | None = None, dtype: str = "float32") -> HFGenerator:
     """Load SmolLM2-135M-Instruct, converting the packaged GGUF on first use.
 
     The converted model lives in ``<cache_dir>/models/SmolLM2-135M-Instruct``
-    (``cache_dir`` defaults to :func:`default_cache_dir`).
+    (``cache_dir`` defaults to :func:`default_cache_dir`), in float32 whatever
+    ``dtype`` (:data:`ragmix.dtypes.DTYPES`) the weights are cast to on loading.
 
     >>> gen = load_smollm2()  # doctest: +SKIP
     >>> gen.generate("What is the capital of France?", max_new_tokens=12)  # doctest: +SKIP
@@ -66,7 +67,8 @@ def load_smollm2(*, cache_dir: Path | None = None) -> HFGenerator:
     target = Path(cache_dir or default_cache_dir()).expanduser() / "models" / MODEL_NAME
     if not (target / "config.json").is_file():
         _convert_gguf(_gguf_path(), target)
-    generator = HFGenerator.from_pretrained(target, name=MODEL_NAME, use_chat_template=True)
+    generator = HFGenerator.from_pretrained(target, name=MODEL_NAME, use_chat_template=True,
+                                            dtype=dtype)
     # Left padding ends every row of a scoring batch with its continuation, so
     # the vocabulary projection skips most prompt positions (not saved by transformers).
     generator.tokenizer.padding_side = "left"

@@ -7,6 +7,11 @@ Layout::
     DIR/dense.faiss     FAISS view      DIR/bm25/   BM25 view
     DIR/views.json      which store generation each view reflects
 
+The manifest names the encoder, not the precision it computed in: ``dtype``
+("auto": bf16 where the CPU has AMX) is a setting of each process that
+opens the collection. Vectors embedded in bf16 and in float32 agree to cosine
+0.9999, so documents indexed one way are searched by queries embedded the other.
+
 Example (the default encoder is all-MiniLM-L6-v2; hashing-256 needs no model):
 
 >>> import tempfile
@@ -82,10 +87,12 @@ def check_encoder_name(directory: Path, spec: str) -> None:
 class Collection:
     """Documents indexed for dense, BM25 and hybrid search; see the module docstring."""
 
-    def __init__(self, directory: Path, manifest: Manifest, encoder: Encoder | None) -> None:
+    def __init__(self, directory: Path, manifest: Manifest, encoder: Encoder | None,
+                 *, dtype: str = "float32") -> None:
         self.directory = directory
         self.manifest = manifest
         self._encoder = encoder
+        self._dtype = dtype  # for the encoder the manifest names, when it is loaded
         # A fine-tuned query tower (ragmix train rag) searching the frozen passage index.
         self.query_encoder: Encoder | None = None
         self.store = SqliteStore(directory / STORE_FILE)
@@ -103,8 +110,12 @@ class Collection:
         index: str = "flat",
         index_params: dict[str, Any] | None = None,
         bm25_params: dict[str, Any] | None = None,
+        dtype: str = "float32",
     ) -> Collection:
-        """Create a new, empty collection in ``directory`` (which must not hold one)."""
+        """Create a new, empty collection in ``directory`` (which must not hold one).
+
+        ``dtype`` (:data:`ragmix.dtypes.DTYPES`) applies to an encoder given by name.
+        """
         directory = Path(directory)
         if (directory / MANIFEST_NAME).exists():
             raise CollectionError(
@@ -112,7 +123,7 @@ class Collection:
             )
         if index not in INDEX_KINDS:
             raise BadInputError(f"index must be one of {INDEX_KINDS}, got {index!r}")
-        enc = load_encoder(encoder) if isinstance(encoder, str) else encoder
+        enc = load_encoder(encoder, dtype=dtype) if isinstance(encoder, str) else encoder
         chunker = chunker or make_chunker("words")
         manifest = Manifest(
             encoder=enc.name,
@@ -127,16 +138,21 @@ class Collection:
         FaissIndex(index, enc.dim, **(index_params or {}))
         directory.mkdir(parents=True, exist_ok=True)
         manifest.save(directory)
-        return cls(directory, manifest, enc)
+        return cls(directory, manifest, enc, dtype=dtype)
 
     @classmethod
     def open(cls, directory: str | Path, *, encoder: Encoder | None = None,
-             query_encoder: Encoder | None = None) -> Collection:
+             query_encoder: Encoder | None = None, dtype: str = "float32") -> Collection:
         """Open an existing collection; ``encoder`` must be the one that built it.
 
         ``query_encoder`` embeds queries instead of ``encoder`` (a query tower
-        fine-tuned against this index, of the same dimension).
+        fine-tuned against this index, of the same dimension). Without
+        ``encoder``, the manifest's is loaded when first needed, computing in
+        ``dtype`` (:data:`ragmix.dtypes.DTYPES`).
         """
+        from ragmix.dtypes import check_dtype
+
+        check_dtype(dtype)
         directory = Path(directory)
         manifest = Manifest.load(directory)
         if encoder is not None and (encoder.name != manifest.encoder or encoder.dim != manifest.dim):
@@ -145,7 +161,7 @@ class Collection:
                 f"(dim {manifest.dim}), not {encoder.name!r} (dim {encoder.dim}); open it "
                 "without an encoder, or re-index into a new collection"
             )
-        col = cls(directory, manifest, encoder)
+        col = cls(directory, manifest, encoder, dtype=dtype)
         if query_encoder is not None:
             col.use_query_encoder(query_encoder)
         return col
@@ -166,7 +182,8 @@ class Collection:
             if isinstance(encoder, str):
                 check_encoder_name(Path(directory), encoder)
                 encoder = None
-            return cls.open(directory, encoder=encoder)
+            return cls.open(directory, encoder=encoder,
+                            dtype=create_options.get("dtype", "float32"))
         return cls.create(directory, **create_options)
 
     def close(self) -> None:
@@ -182,7 +199,7 @@ class Collection:
     def encoder(self) -> Encoder:
         """The encoder named in the manifest, loaded on first use."""
         if self._encoder is None:
-            self._encoder = load_encoder(self.manifest.encoder)
+            self._encoder = load_encoder(self.manifest.encoder, dtype=self._dtype)
             if self._encoder.dim != self.manifest.dim:
                 raise EncoderMismatchError(
                     f"encoder {self.manifest.encoder!r} now has dim {self._encoder.dim}, "

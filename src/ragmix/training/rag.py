@@ -8,7 +8,9 @@ from the store (constants: the document encoder and the index never change),
 score the gold answer under each passage with the generator (teacher forcing)
 and minimise the marginal negative log-likelihood of RAG-Sequence or
 RAG-Token. Its gradient reaches the generator (LoRA adapters or every
-weight) and, through the prior, the query encoder.
+weight) and, through the prior, the query encoder. With ``dtype="bfloat16"``
+both forward passes run under bf16 autocast; the weights being trained, their
+gradients and the optimiser stay float32.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ragmix._extras import require
+from ragmix.dtypes import autocast
 from ragmix.encoders.sentence_transformer import embed
 from ragmix.errors import BadInputError
 from ragmix.generation.base import TrainableGenerator
@@ -97,6 +100,11 @@ class RagTrainer:
                                 "(HFGenerator) or another TrainableGenerator (a ScoringGenerator "
                                 "with model and tokenizer; see ragmix.generation.base), "
                                 f"got {type(generator).__name__}")
+        low = sorted({str(p.dtype) for p in generator.model.parameters()} - {"torch.float32"})
+        if low:
+            raise BadInputError(f"the generator's weights are {', '.join(low)}; training keeps "
+                                "float32 weights (load it with dtype='float32') and runs its "
+                                "forward passes in bf16 with RagTrainConfig(dtype='bfloat16')")
         self.col, self.gen, self.examples, self.config = collection, generator, examples, config
         random.seed(config.seed)
         np.random.seed(config.seed)
@@ -123,18 +131,19 @@ class RagTrainer:
         torch = require("torch", "models")
         training = self.query_model.training
         self.query_model.eval()  # search with the encoder itself, not a dropout sample
+        dtype = self.config.dtype
         with torch.no_grad():
-            probe = embed(self.query_model, questions).float().numpy()  # (B, D)
+            probe = embed(self.query_model, questions, dtype=dtype).numpy()  # (B, D)
         self.query_model.train(training)
         _, ids = self.index.search(probe, self.config.k)  # (B, K)
         if (ids < 0).any():
             raise BadInputError(f"the index returned fewer than k={self.config.k} passages; "
                                 "lower -k")
-        q = embed(self.query_model, questions)  # (B, D) unit vectors, with a graph when training
+        q = embed(self.query_model, questions, dtype=dtype)  # (B, D) unit, a graph when training
         dim = self.col.manifest.dim
         d = torch.from_numpy(self.col.store.embeddings(ids.ravel(), dim))  # (B*K, D)
         d = d.view(len(questions), self.config.k, dim)  # (B, K, D)
-        scores = torch.einsum("bkd,bd->bk", d, q.float())  # (B, K)
+        scores = torch.einsum("bkd,bd->bk", d, q)  # (B, K)
         return ids, (scores / self.config.tau).log_softmax(-1)
 
     def loss(self, batch: list[Any], monitor: CollapseMonitor | None = None,
@@ -152,7 +161,8 @@ class RagTrainer:
                    for q, row in zip(questions, hits)]
         answers = [self._answer_ids(ex.answers[0]) for ex in batch]
         smooth = cfg.label_smoothing > 0
-        scores = score_passages(self.gen, prompts, answers, full=smooth)
+        with autocast(cfg.dtype):  # log-probs come out float32 either way
+            scores = score_passages(self.gen, prompts, answers, full=smooth)
         nll = rag_sequence_nll if cfg.mode == "rag-sequence" else rag_token_nll
         losses = nll(scores.token_lp, scores.mask, doc_lp.to(scores.token_lp.dtype),
                      label_smoothing=cfg.label_smoothing, full_lp=scores.full_lp)  # (B,)
@@ -183,8 +193,9 @@ class RagTrainer:
         with torch.no_grad():
             for start in range(0, len(wanted), 256):
                 part = wanted[start : start + 256]
-                q = embed(self.query_model, [self.examples[i].question for i in part])
-                _, ids = self.index.search(q.float().numpy(), 1)
+                q = embed(self.query_model, [self.examples[i].question for i in part],
+                          dtype=self.config.dtype)
+                _, ids = self.index.search(q.numpy(), 1)
                 out.update({i: int(row[0]) for i, row in zip(part, ids)})
         return out
 

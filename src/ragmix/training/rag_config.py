@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ragmix.dtypes import resolve_dtype
 from ragmix.errors import BadInputError
 
 RAG_MODES = ("rag-sequence", "rag-token")
@@ -37,9 +38,15 @@ class RagTrainConfig:
     label_smoothing: float = 0.0  # the paper used 0.1 for BART; an option here
     checkpoint_every: int = 50  # steps between checkpoints (resume loses at most this)
     monitor_window: int = 25  # steps averaged by the retrieval-collapse monitor
+    # Forward passes (generator and query encoder) under bf16 autocast, with float32
+    # master weights and AdamW; "auto" is bf16 where the CPU has AMX. Part of the
+    # resume check: it changes the numbers.
+    dtype: str = "float32"
     seed: int = 0
 
     def __post_init__(self) -> None:
+        # "auto" is decided here, so the config (and the resume check) holds what ran.
+        object.__setattr__(self, "dtype", resolve_dtype(self.dtype))
         if self.mode not in RAG_MODES:
             raise BadInputError(f"mode must be one of {RAG_MODES}, got {self.mode!r}")
         for name in ("k", "steps", "batch_size", "lora_r", "passage_words", "max_answer_tokens",

@@ -10,7 +10,9 @@ fit in CPU memory through gradient caching (``gradcache.py``). The result is a
 sentence-transformers folder (two subfolders for two towers) that
 ``ragmix index --encoder PATH`` and ``ragmix reembed`` use. Training
 checkpoints every few steps under ``OUTPUT/checkpoints`` (deleted once the
-model is saved), so a crashed run resumes exactly where it stopped.
+model is saved), so a crashed run resumes exactly where it stopped. With
+``dtype="bfloat16"`` the encoders' forward passes run under bf16 autocast
+(the weights, gradients and optimiser stay float32).
 """
 
 from __future__ import annotations
@@ -145,7 +147,8 @@ class RetrieverTrainer:
                             excluded=excluded)
 
         return cached_backward(
-            [lambda t: embed(self.query_model, t), lambda t: embed(self.passage_model, t)],
+            [lambda t: embed(self.query_model, t, dtype=self.config.dtype),
+             lambda t: embed(self.passage_model, t, dtype=self.config.dtype)],
             [[p.query for p, _ in batch], [self.data.corpus[i] for i in pool_ids]], loss_fn,
             chunk_size=self.config.chunk_size,
             devices=(self.query_model.device, self.passage_model.device))  # texts carry none
@@ -270,8 +273,8 @@ class RetrieverTrainer:
         """Negatives mined by the current model (before training, then each epoch: ANCE)."""
         cfg = self.config
         return model_negatives(self.data.pairs, self.data.corpus,
-                               lambda texts: encode(self.query_model, texts),
-                               lambda texts: encode(self.passage_model, texts),
+                               lambda texts: encode(self.query_model, texts, dtype=cfg.dtype),
+                               lambda texts: encode(self.passage_model, texts, dtype=cfg.dtype),
                                count=cfg.mine_pool, depth=cfg.mine_depth,
                                max_ratio=cfg.max_ratio)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ragmix.dtypes import resolve_dtype
 from ragmix.errors import BadInputError
 
 NEGATIVE_KINDS = ("bm25", "model")
@@ -28,9 +29,14 @@ class RetrieverTrainConfig:
     max_ratio: float = 0.95  # model-mined: drop candidates scoring >= 0.95 x the positive
     max_seq_length: int = 256  # tokens; MiniLM's default
     two_tower: bool = False  # DPR's separate query and passage encoders, both from the start
+    # Forward passes under bf16 autocast (master weights and AdamW stay float32);
+    # "auto" is bf16 where the CPU has AMX. Part of the resume check: it changes the numbers.
+    dtype: str = "float32"
     seed: int = 0
 
     def __post_init__(self) -> None:
+        # "auto" is decided here, so the config (and the resume check) holds what ran.
+        object.__setattr__(self, "dtype", resolve_dtype(self.dtype))
         for name in ("epochs", "batch_size", "chunk_size", "max_seq_length", "mine_pool",
                      "mine_depth"):
             if getattr(self, name) <= 0:
