@@ -35,6 +35,7 @@ from ragmix.encoders import canonical_name  # noqa: E402
 from ragmix.evaluation.datasets import load_qa  # noqa: E402
 from ragmix.evaluation.run_qa import evaluate_qa, sample_questions  # noqa: E402
 from ragmix.evaluation.run_retrieval import index_corpus  # noqa: E402
+from ragmix.modes import split_qa_mode  # noqa: E402
 
 KEYS = ("em", "f1", "contains", "answer_recall@1", "answer_recall@5", "answer_recall@20",
         "s_per_question", "retrieval_ms")
@@ -72,11 +73,11 @@ def main() -> None:
     reports = {}
     with col, RichProgress(Console(stderr=True)) as progress:
         for mode in args.modes.split(","):
-            generation = mode.removesuffix("-thorough").removesuffix("-fast")
+            generation, decoding = split_qa_mode(mode)
             report = evaluate_qa(
                 col.searcher(fusion=args.fusion), generator, examples, mode=args.retrieval, k=args.k,
                 max_new_tokens=args.max_new_tokens, progress=progress, generation=generation,
-                beams=args.beams, decoding="fast" if mode.endswith("-fast") else "thorough",
+                beams=args.beams, decoding=decoding,
                 journal=_journal(args, mode))
             row = {key: round(report.metrics[key], 4) for key in KEYS if key in report.metrics}
             row.update({"retrieval": args.retrieval, "fusion": args.fusion, "k": args.k,

@@ -225,7 +225,7 @@ def test_eval_qa_cli_reports_contains(tmp_path: Path, monkeypatch) -> None:
     scripted = _Generator({"what flows from a volcano crater?": "It is lava [1].",
                            "what pulls the ocean tides?": "The sun",
                            "what do canopy trees hold?": "Rain."})
-    monkeypatch.setattr(ragmix.generation, "load_generator", lambda spec: scripted)
+    monkeypatch.setattr(ragmix.generation, "load_generator", lambda spec, **options: scripted)
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, [
         "eval", "qa", "--questions", str(questions), "--corpus", str(beir / "corpus.jsonl"),

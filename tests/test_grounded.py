@@ -212,3 +212,20 @@ def test_grounded_needs_a_mode_and_a_generator_that_can(gen, collection):
         RAG(collection, ScriptedGenerator("x"), grounded=True)
     with pytest.raises(BadInputError, match="scoring must be one of"):
         MarginalRAG(collection, gen, decoding="grounded", scoring="best")
+
+
+@pytest.mark.parametrize("qa_mode", ["stuff-grounded", "rag-sequence-grounded"])
+def test_eval_qa_scores_grounded_answers(gen, collection, qa_mode):
+    from ragmix.evaluation.datasets import QAExample
+    from ragmix.evaluation.run_qa import evaluate_qa
+    from ragmix.modes import split_qa_mode
+
+    generation, decoding = split_qa_mode(qa_mode)
+    questions = [QAExample("q1", "How deep is Lake Varno?", ("310 metres",)),
+                 QAExample("q2", "When did Lake Varno freeze?", ("1971",))]
+    report = evaluate_qa(collection, gen, questions, mode="bm25", k=2, generation=generation,
+                         decoding=decoding, beams=2, max_new_tokens=8)
+    assert {"em", "f1", "contains"} <= set(report.metrics)
+    passages = " ".join(" ".join(t.split()) for t in TEXTS.values())
+    for result in report.results:
+        assert result.prediction and result.prediction in passages

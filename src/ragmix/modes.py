@@ -17,3 +17,21 @@ GENERATION_MODES = ("stuff", "rag-sequence", "rag-token")
 DECODINGS = ("thorough", "fast", "grounded")
 FREE_DECODINGS = ("thorough", "fast")
 GROUNDED_MODES = ("stuff", "rag-sequence")
+
+# `eval qa` and the benches name a generation mode and its decoding in one word:
+# MODE[-DECODING], e.g. "rag-sequence-fast", "stuff-grounded" ("rag-sequence" alone is
+# thorough, "stuff" alone generates freely).
+QA_MODES = ("stuff", "stuff-grounded", "rag-sequence", "rag-sequence-fast",
+            "rag-sequence-grounded", "rag-token")
+
+
+def split_qa_mode(name: str) -> tuple[str, str]:
+    """(generation mode, decoding) of an ``eval qa`` mode name.
+
+    >>> split_qa_mode("rag-sequence-fast"), split_qa_mode("stuff")
+    (('rag-sequence', 'fast'), ('stuff', 'thorough'))
+    """
+    for decoding in DECODINGS:
+        if name.endswith("-" + decoding):
+            return name.removesuffix("-" + decoding), decoding
+    return name, "thorough"

@@ -29,6 +29,7 @@ from ragmix.cli.options import (
     query_encoder_option,
     retrieval_option,
 )
+from ragmix.modes import QA_MODES, split_qa_mode
 from ragmix.retrieval.retrievers import DEFAULT_FUSION
 
 err = Console(stderr=True)
@@ -36,11 +37,11 @@ out = Console()
 
 mode_option = click.option("--mode", "-m", "modes", type=click.Choice(MODES), multiple=True,
                            help="Retrieval mode; repeat to compare several.")
-# Generation modes of `eval qa`; rag-sequence-fast is RAG-Sequence with fast decoding.
-QA_MODES = ("stuff", "rag-sequence", "rag-sequence-fast", "rag-token")
 qa_mode_option = click.option(
     "--mode", "-m", "modes", type=click.Choice(QA_MODES), multiple=True,
-    help="How the generator uses the passages [default: stuff]; repeat to compare several.")
+    help="How the generator uses the passages, and its decoding: rag-sequence-fast is "
+         "RAG-Sequence with fast decoding, *-grounded answers with a verbatim span "
+         "[default: stuff]; repeat to compare several.")
 encoder_option = click.option(
     "--encoder", default="minilm", show_default=True,
     help="minilm, hashing-DIM or a local folder; used when the collection is built.")
@@ -317,13 +318,12 @@ def qa(questions, collection_dir, corpus, encoder, modes, retrieval, fusion, k, 
                 err.print(f"resuming {mode} from {path}")
         with RichProgress(err) as progress:
             for mode in modes:
-                generation = mode.removesuffix("-fast")
+                generation, decoding = split_qa_mode(mode)
                 reports[mode] = evaluate_qa(
                     col.searcher(fusion=fusion), gen, examples, mode=retrieval, k=k, regex=regex,
                     max_new_tokens=max_new_tokens, progress=progress,
                     generation="stuff" if no_generate else generation, tau=tau, beams=beams,
-                    decoding="fast" if mode.endswith("-fast") else "thorough",
-                    journal=journals[mode])
+                    decoding=decoding, journal=journals[mode])
         info = col.info()
     meta = {**run_info(),
             "data": {"questions": str(questions), "n_questions": len(examples), "limit": limit,

@@ -114,6 +114,7 @@ def evaluate_qa(
     tau: float | None = None,
     beams: int | None = None,
     decoding: str = "thorough",
+    scoring: str = "constrained",
     journal: str | Path | None = None,
 ) -> QAReport:
     """Answer recall@k for each k in ``recall_ks``, and EM/F1/contains of the answers.
@@ -122,9 +123,11 @@ def evaluate_qa(
     passages: ``generation="stuff"`` puts them in one prompt
     (:class:`~ragmix.generation.RAG`); "rag-sequence" and "rag-token" decode
     over their mixture (:class:`~ragmix.marginal.model.MarginalRAG`, with
-    ``tau``, ``beams`` and ``decoding``). With ``generator=None`` only
-    retrieval is measured. ``regex=True`` treats gold answers as CuratedTREC
-    patterns.
+    ``tau``, ``beams`` and ``decoding``); ``decoding="grounded"`` answers
+    with a verbatim span of the passages (stuff or rag-sequence), its spans
+    scored by ``scoring`` (see :mod:`ragmix.marginal.grounded`). With
+    ``generator=None`` only retrieval is measured. ``regex=True`` treats gold
+    answers as CuratedTREC patterns.
 
     With ``journal`` (a .jsonl path) every answer is written to disk as it
     finishes, and a rerun with the same settings skips the questions already
@@ -140,12 +143,13 @@ def evaluate_qa(
     recorder = _Recorder(searcher, max(ks))
     rag = None if generator is None else _answerer(
         recorder, generator, generation, k=k, mode=mode, max_new_tokens=max_new_tokens, tau=tau,
-        beams=beams, decoding=decoding)
+        beams=beams, decoding=decoding, scoring=scoring)
     stage = f"answering ({generation}, {mode})" if rag else f"retrieving ({mode})"
     log = None if journal is None else QAJournal(journal, {
         "mode": mode, "k": k, "recall_ks": ks, "regex": regex, "max_new_tokens": max_new_tokens,
         "generation": generation if rag else None, "tau": tau, "beams": beams,
-        "decoding": decoding, "generator": getattr(generator, "name", None)})
+        "decoding": decoding, "generator": getattr(generator, "name", None),
+        **({"scoring": scoring} if decoding == "grounded" else {})})
     done = {} if log is None else log.done
     if progress is not None:
         progress.start(stage, len(examples))
@@ -194,16 +198,18 @@ def _backfilled(result: QAResult, *, regex: bool) -> QAResult:
 
 
 def _answerer(searcher, generator, generation: str, *, k: int, mode: str, max_new_tokens: int,
-              tau: float | None, beams: int | None, decoding: str):
+              tau: float | None, beams: int | None, decoding: str, scoring: str):
     """Something with ``ask(question) -> Answer`` for the generation mode."""
     if generation == "stuff":
         from ragmix.generation.rag import RAG
 
-        return RAG(searcher, generator, k=k, mode=mode, max_new_tokens=max_new_tokens)
+        return RAG(searcher, generator, k=k, mode=mode, max_new_tokens=max_new_tokens,
+                   grounded=decoding == "grounded", beams=beams or 4, scoring=scoring)
     from ragmix.marginal.model import MarginalRAG
 
     return MarginalRAG(searcher, generator, mode=generation, k=k, retrieval=mode, tau=tau,
-                       beams=beams, decoding=decoding, max_new_tokens=max_new_tokens)
+                       beams=beams, decoding=decoding, max_new_tokens=max_new_tokens,
+                       scoring=scoring)
 
 
 def _means(results: Sequence[QAResult]) -> dict[str, float]:

@@ -59,6 +59,7 @@ class RAG:
         max_passage_chars: int | None = None,
         grounded: bool = False,
         beams: int = 4,
+        scoring: str = "constrained",
     ) -> None:
         _check_positive("k", k)
         _check_positive("beams", beams)
@@ -80,7 +81,7 @@ class RAG:
             raise BadInputError(
                 "grounded decoding needs a generator that scores token ids (a ScoringGenerator "
                 f"such as HFGenerator), got {type(generator).__name__}")
-        self.grounded, self.beams = grounded, beams
+        self.grounded, self.beams, self.scoring = grounded, beams, scoring
 
     def ask(
         self,
@@ -117,7 +118,7 @@ class RAG:
 
         answer = grounded_answer(self.generator, question, hits, mode="stuff", beams=self.beams,
                                  max_new_tokens=min(self.max_new_tokens, MAX_SPAN_TOKENS),
-                                 max_passage_chars=self.max_passage_chars)
+                                 max_passage_chars=self.max_passage_chars, scoring=self.scoring)
         if on_token is not None and answer.text:
             on_token(answer.text)
         return answer
