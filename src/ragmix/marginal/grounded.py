@@ -34,10 +34,13 @@ if TYPE_CHECKING:
 
     from ragmix.generation.base import Decoder, ScoringGenerator
 
-# How a span is scored: "constrained" renormalises over the allowed tokens at
-# each step (a distribution over spans); "raw" keeps the model's own
-# probabilities, so spans it would not write unconstrained score low.
-SCORINGS = ("constrained", "raw")
+# How spans are ranked. "constrained" renormalises over the allowed tokens at each
+# step (a distribution over spans; once a copy has started, going on is nearly
+# certain, so it favours long spans); "raw" keeps the model's own probabilities of
+# the span and the end (it favours the shortest spans); "mean" ranks by the raw
+# log-probability per token, the end included (the usual length normalisation).
+# Marginals are constrained probabilities under "constrained", raw ones otherwise.
+SCORINGS = ("constrained", "raw", "mean")
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class GroundedCandidate:
     per_row: Tensor  # (K,) log p(y | x, z) per row; -inf where the row did not propose it
     raw_per_row: Tensor  # (K,) the same under the unconstrained model
     spans: tuple[Span, ...]  # best-supporting row first
+    n_tokens: int = 0  # tokens of the best-supporting span, the end excluded
 
 
 class _Beam(NamedTuple):
@@ -91,22 +95,24 @@ def grounded_decode(
     with torch.inference_mode():
         state = gen.start_decoding(prompts, decoder_prefix=decoder_prefix)
         ended = span_beams(state, automata, sorted(gen.stop_token_ids), max_new_tokens, beams,
-                           raw=scoring == "raw")
+                           scoring=scoring)
     rows = [[SpanHypothesis(h.tokens, h.logprob, h.raw_logprob,
                             tuple(Span(ids[s.text], s.start, s.end) for s in h.spans))
              for h in row] for row, ids in zip(ended, text_ids)]
     texts = {ids[i]: text for a, ids in zip(automata, text_ids) for i, text in enumerate(a.texts)}
-    return marginalise(rows, doc_lp, texts, raw=scoring == "raw")
+    return marginalise(rows, doc_lp, texts, scoring=scoring)
 
 
 def span_beams(state: Decoder, automata: Sequence[SpanAutomaton], stops: Sequence[int],
-               max_new_tokens: int, width: int, *, raw: bool = False
+               max_new_tokens: int, width: int, *, scoring: str = "constrained"
                ) -> list[list[SpanHypothesis]]:
     """Beam search of ``width`` under each row's automaton, the rows batched: ended spans per row.
 
     A beam may end (any stop token, their probabilities summed) whenever its
     automaton allows; a row stops searching once no live beam can beat its
-    ``width`` best ended spans (scores only fall as tokens are added).
+    ``width`` best ended spans (exact for "constrained" and "raw", whose scores
+    only fall as tokens are added; the usual heuristic for "mean"). Spans that
+    normalise to nothing ("the", ".") never take a place among the ended.
     """
     torch = require("torch", "models")
     live = [[_Beam(0.0, 0.0, 0.0, (), a.start())] for a in automata]
@@ -118,9 +124,11 @@ def span_beams(state: Decoder, automata: Sequence[SpanAutomaton], stops: Sequenc
             candidates = []
             for b, beam in enumerate(row):
                 candidates += [(nxt, b) for nxt in _expand(
-                    automata[z], beam, state.next_lp[offset + b], stop_ids, done[z], width, raw)]
+                    automata[z], beam, state.next_lp[offset + b], stop_ids, done[z], width,
+                    scoring)]
             kept = heapq.nlargest(width, candidates, key=lambda c: c[0].score)
-            if len(done[z]) >= width and kept and kept[0][0].score <= _worst(done[z], raw):
+            if len(done[z]) >= width and kept and kept[0][0].score <= min(
+                    _rank(h, scoring) for h in done[z]):
                 kept = []
             new_live.append([c[0] for c in kept])
             keep_rows += [offset + c[1] for c in kept]
@@ -135,7 +143,7 @@ def span_beams(state: Decoder, automata: Sequence[SpanAutomaton], stops: Sequenc
 
 
 def _expand(automaton: SpanAutomaton, beam: _Beam, lp: Tensor, stops: list[int],
-            done: list[SpanHypothesis], width: int, raw: bool) -> list[_Beam]:
+            done: list[SpanHypothesis], width: int, scoring: str) -> list[_Beam]:
     """The beam's allowed continuations; if it may end here, records the ended span in ``done``."""
     torch = require("torch", "models")
     nexts = automaton.step(beam.state)
@@ -146,33 +154,43 @@ def _expand(automaton: SpanAutomaton, beam: _Beam, lp: Tensor, stops: list[int],
     values = lp[torch.tensor(ids)].double()  # (A,)
     norm = float(values.logsumexp(0))
     allowed = values.tolist()
-    if can_end:
+    spans = automaton.spans(beam.state) if can_end else []
+    if spans and normalize_answer(_text(automaton, spans[0])):
         end = float(values[len(nexts):].logsumexp(0))
-        hyp = SpanHypothesis(beam.tokens, beam.logprob + end - norm, beam.raw + end,
-                             tuple(automaton.spans(beam.state)))
-        done.append(hyp)
-        done.sort(key=lambda h: -(h.raw_logprob if raw else h.logprob))
+        done.append(SpanHypothesis(beam.tokens, beam.logprob + end - norm, beam.raw + end,
+                                   tuple(spans)))
+        done.sort(key=lambda h: -_rank(h, scoring))
         del done[width:]
     out = []
     for token, value in zip(nexts, allowed):
         logprob, raw_lp = beam.logprob + value - norm, beam.raw + value
-        out.append(_Beam(raw_lp if raw else logprob, logprob, raw_lp, beam.tokens + (token,),
-                         nexts[token]))
+        tokens = beam.tokens + (token,)
+        score = {"constrained": logprob, "raw": raw_lp}.get(scoring, raw_lp / len(tokens))
+        out.append(_Beam(score, logprob, raw_lp, tokens, nexts[token]))
     return out
 
 
-def _worst(done: list[SpanHypothesis], raw: bool) -> float:
-    return min(h.raw_logprob if raw else h.logprob for h in done)
+def _rank(hyp: SpanHypothesis, scoring: str) -> float:
+    """An ended span's ranking score (the end token counts as a token for "mean")."""
+    if scoring == "constrained":
+        return hyp.logprob
+    return hyp.raw_logprob if scoring == "raw" else hyp.raw_logprob / (len(hyp.tokens) + 1)
+
+
+def _text(automaton: SpanAutomaton, span: Span) -> str:
+    return automaton.texts[span.text][span.start : span.end]
 
 
 def marginalise(rows: Sequence[Sequence[SpanHypothesis]], doc_lp: Tensor,
-                texts: dict[int, str], *, raw: bool = False) -> list[GroundedCandidate]:
+                texts: dict[int, str], *, scoring: str = "constrained"
+                ) -> list[GroundedCandidate]:
     """Group the rows' spans by normalised text; each group's marginal over the rows, best first.
 
     Under one row, a group's probability is the sum over its spans (other
     tokenizations, other places); the marginal adds the rows, weighted by the prior.
     """
     torch = require("torch", "models")
+    raw = scoring != "constrained"
     k = len(rows)
     groups: dict[str, list[tuple[int, SpanHypothesis]]] = {}
     for z, row in enumerate(rows):
@@ -193,11 +211,13 @@ def marginalise(rows: Sequence[Sequence[SpanHypothesis]], doc_lp: Tensor,
         chosen = raw_row if raw else per_row
         marginal = float((prior + chosen).logsumexp(0))
         # the best-supporting row's best span gives the surface text and the first quote
-        order = sorted(members, key=lambda m: -(float(prior[m[0]]) +
-                                                (m[1].raw_logprob if raw else m[1].logprob)))
+        order = sorted(members, key=lambda m: -(float(prior[m[0]]) + _rank(m[1], scoring)))
         spans = list(dict.fromkeys(s for _, hyp in order for s in hyp.spans))
         best = spans[0]
         out.append(GroundedCandidate(texts[best.text][best.start : best.end], marginal,
-                                     per_row, raw_row, tuple(spans)))
-    out.sort(key=lambda c: -c.logprob)
+                                     per_row, raw_row, tuple(spans), len(order[0][1].tokens)))
+    if scoring == "mean":
+        out.sort(key=lambda c: -c.logprob / (c.n_tokens + 1))
+    else:
+        out.sort(key=lambda c: -c.logprob)
     return out

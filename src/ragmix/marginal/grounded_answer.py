@@ -69,7 +69,7 @@ def grounded_answer(
                    for s in best.spans)
     extra = {}
     if mode == "rag-sequence":
-        chosen = best.raw_per_row if scoring == "raw" else best.per_row
+        chosen = best.per_row if scoring == "constrained" else best.raw_per_row
         extra = dict(prior=tuple(doc_lp.exp().tolist()),
                      posterior=tuple((doc_lp.double() + chosen).softmax(-1).tolist()))
     return Answer(question=question, text=best.text, hits=tuple(hits), mode=mode,
