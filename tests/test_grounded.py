@@ -229,3 +229,15 @@ def test_eval_qa_scores_grounded_answers(gen, collection, qa_mode):
     passages = " ".join(" ".join(t.split()) for t in TEXTS.values())
     for result in report.results:
         assert result.prediction and result.prediction in passages
+
+
+def test_grounded_needs_a_tokenizer(torch):
+    from bigram_generator import BigramGenerator
+
+    from ragmix.errors import BadInputError
+    from ragmix.marginal.grounded_answer import grounded_answer
+    from ragmix.types import Hit
+
+    hit = Hit(chunk_id=0, doc_id="d", text="Paris is big.", score=1.0, prob=1.0, rank=1)
+    with pytest.raises(BadInputError, match="needs the generator's tokenizer"):
+        grounded_answer(BigramGenerator(), "Where?", [hit], mode="stuff")

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ragmix._extras import require
+from ragmix.errors import BadInputError
 from ragmix.generation.prompt import (
     GROUNDED_INSTRUCTION,
     build_grounded_passage_prompt,
@@ -44,7 +45,13 @@ def grounded_answer(
 ) -> Answer:
     """Answer ``question`` with a span of ``hits``; ``doc_lp`` (K,) is RAG-Sequence's prior."""
     torch = require("torch", "models")
-    vocabulary = vocabulary_of(getattr(gen, "tokenizer", None))
+    tokenizer = getattr(gen, "tokenizer", None)
+    if tokenizer is None:
+        raise BadInputError(
+            "grounded decoding spells passages token by token, so it needs the generator's "
+            f"tokenizer (a `tokenizer` attribute, as HFGenerator has); {type(gen).__name__} "
+            "has none")
+    vocabulary = vocabulary_of(tokenizer)
     shown = [shown_text(hit, max_passage_chars) for hit in hits]
     texts = [text for text, _ in shown]
     if mode == "rag-sequence":
