@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=300)
     parser.add_argument("--modes", default=DEFAULT_MODES)
     parser.add_argument("--generator", default="smollm2")
-    parser.add_argument("--scoring", choices=("constrained", "raw", "mean"), default="constrained")
+    parser.add_argument("--scoring", choices=("constrained", "raw", "mean", "pmi"), default="constrained")
     parser.add_argument("--beams", type=int, default=None,
                         help="default: 4 for grounded and rag-sequence, 1 for rag-token")
     parser.add_argument("-k", type=int, default=5)

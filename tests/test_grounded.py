@@ -170,16 +170,18 @@ def collection(tmp_path):
     col.close()
 
 
+@pytest.mark.parametrize("scoring", ["constrained", "pmi"])
 @pytest.mark.parametrize("mode", ["stuff", "rag-sequence"])
-def test_grounded_answers_quote_their_passages_exactly(gen, collection, mode):
+def test_grounded_answers_quote_their_passages_exactly(gen, collection, mode, scoring):
     from ragmix.generation import RAG
     from ragmix.marginal.model import MarginalRAG
 
     if mode == "stuff":
-        rag = RAG(collection, gen, k=2, grounded=True, beams=3, max_new_tokens=8)
+        rag = RAG(collection, gen, k=2, grounded=True, beams=3, max_new_tokens=8,
+                  scoring=scoring)
     else:
         rag = MarginalRAG(collection, gen, mode=mode, k=2, decoding="grounded", beams=3,
-                          max_new_tokens=8)
+                          max_new_tokens=8, scoring=scoring)
     streamed = []
     answer = rag.ask("How deep is Lake Varno?", on_token=streamed.append)
     assert answer.decoding == "grounded" and answer.text and answer.quotes
@@ -241,3 +243,29 @@ def test_grounded_needs_a_tokenizer(torch):
     hit = Hit(chunk_id=0, doc_id="d", text="Paris is big.", score=1.0, prob=1.0, rank=1)
     with pytest.raises(BadInputError, match="needs the generator's tokenizer"):
         grounded_answer(BigramGenerator(), "Where?", [hit], mode="stuff")
+
+
+def test_pmi_is_zero_when_the_null_prompt_is_the_prompt(gen, torch):
+    """The null pass scores exactly the tokens and end that the beams scored."""
+    from ragmix.marginal.grounded import grounded_decode
+
+    texts = ["Paris is big", "Denver won in 2016,"]
+    prompts = [gen.encode_prompt(f"Passage: {t}\n\nQuestion: where?") for t in texts]
+    doc_lp = torch.tensor([0.5, 0.5], dtype=torch.float64).log()
+    found = grounded_decode(gen, prompts, [automaton(gen, [t]) for t in texts], doc_lp,
+                            text_ids=[[0], [1]], max_new_tokens=6, beams=4, scoring="pmi",
+                            null_prompts=prompts)
+    assert found
+    for candidate in found:
+        proposed = candidate.raw_per_row > -math.inf
+        assert candidate.logprob == pytest.approx(float(doc_lp[proposed].logsumexp(0)), abs=1e-4)
+
+
+def test_pmi_needs_null_prompts(gen, torch):
+    from ragmix.errors import BadInputError
+    from ragmix.marginal.grounded import grounded_decode
+
+    p = gen.encode_prompt("Passage: Paris")
+    with pytest.raises(BadInputError, match="null_prompts"):
+        grounded_decode(gen, [p], [automaton(gen, ["Paris"])], torch.zeros(1), text_ids=[[0]],
+                        scoring="pmi")

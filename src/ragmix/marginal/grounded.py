@@ -39,8 +39,14 @@ if TYPE_CHECKING:
 # certain, so it favours long spans); "raw" keeps the model's own probabilities of
 # the span and the end (it favours the shortest spans); "mean" ranks by the raw
 # log-probability per token, the end included (the usual length normalisation).
-# Marginals are constrained probabilities under "constrained", raw ones otherwise.
-SCORINGS = ("constrained", "raw", "mean")
+# "pmi" ranks the spans that "raw" proposes by how much the question raises their
+# probability: log p(y | x, z) - log p(y | z) with a content-free question in place
+# of x (pointwise mutual information; Holtzman et al., 2021, "Surface form
+# competition"), so spans the passage makes likely whatever is asked lose.
+# Marginals are constrained probabilities under "constrained", raw ones under "raw"
+# and "mean", and the prior-weighted sum of exp(PMI) under "pmi" (a score, not a
+# probability).
+SCORINGS = ("constrained", "raw", "mean", "pmi")
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,7 @@ class SpanHypothesis:
     logprob: float  # log p_c(y, end | x, z), renormalised over the allowed tokens
     raw_logprob: float  # log p(y, end | x, z) under the unconstrained model
     spans: tuple[Span, ...]  # in global text numbers (see grounded_decode's text_ids)
+    null_logprob: float = 0.0  # log p(y, end | z) without the question ("pmi" only)
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,7 @@ def grounded_decode(
     gen: ScoringGenerator, prompts: Sequence[Sequence[int]], automata: Sequence[SpanAutomaton],
     doc_lp: Tensor, *, text_ids: Sequence[Sequence[int]], max_new_tokens: int = 32,
     beams: int = 4, scoring: str = "constrained", decoder_prefix: Sequence[int] | None = None,
+    null_prompts: Sequence[Sequence[int]] | None = None,
 ) -> list[GroundedCandidate]:
     """Decode spans from K prompts (token ids), each constrained by its automaton.
 
@@ -84,6 +92,8 @@ def grounded_decode(
     number of text ``i`` of row z's automaton (a passage's position in the
     hits), so every returned :class:`Span` names a passage. Returns the
     candidates best first by marginal; empty if no row could end a span.
+    ``scoring="pmi"`` also needs ``null_prompts``: each row's prompt with a
+    content-free question.
     """
     if scoring not in SCORINGS:
         raise BadInputError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
@@ -91,13 +101,18 @@ def grounded_decode(
         raise BadInputError(f"got {len(prompts)} prompts, {len(automata)} automata, "
                             f"{len(text_ids)} text id lists and {len(doc_lp)} priors; "
                             "give one of each per row")
+    if scoring == "pmi" and (null_prompts is None or len(null_prompts) != len(prompts)):
+        raise BadInputError("scoring='pmi' needs null_prompts, one per row")
     torch = require("torch", "models")
     with torch.inference_mode():
         state = gen.start_decoding(prompts, decoder_prefix=decoder_prefix)
         ended = span_beams(state, automata, sorted(gen.stop_token_ids), max_new_tokens, beams,
-                           scoring=scoring)
+                           scoring="raw" if scoring == "pmi" else scoring)
+        if scoring == "pmi":
+            ended = _with_null_scores(gen, null_prompts, ended, decoder_prefix)
     rows = [[SpanHypothesis(h.tokens, h.logprob, h.raw_logprob,
-                            tuple(Span(ids[s.text], s.start, s.end) for s in h.spans))
+                            tuple(Span(ids[s.text], s.start, s.end) for s in h.spans),
+                            h.null_logprob)
              for h in row] for row, ids in zip(ended, text_ids)]
     texts = {ids[i]: text for a, ids in zip(automata, text_ids) for i, text in enumerate(a.texts)}
     return marginalise(rows, doc_lp, texts, scoring=scoring)
@@ -170,10 +185,28 @@ def _expand(automaton: SpanAutomaton, beam: _Beam, lp: Tensor, stops: list[int],
     return out
 
 
+def _with_null_scores(gen: ScoringGenerator, null_prompts, ended, decoder_prefix):
+    """The ended spans with log p(span, end | row's null prompt), in one forced pass."""
+    from ragmix.marginal.scoring import with_end
+
+    pairs = [(z, h) for z, row in enumerate(ended) for h in row]
+    if not pairs:
+        return ended
+    scores = gen.score_ids([null_prompts[z] for z, _ in pairs],
+                           [with_end(gen, h.tokens) for _, h in pairs],
+                           decoder_prefix=decoder_prefix).token_lp.double().sum(-1)  # (N,)
+    out: list[list[SpanHypothesis]] = [[] for _ in ended]
+    for (z, h), null in zip(pairs, scores.tolist()):
+        out[z].append(SpanHypothesis(h.tokens, h.logprob, h.raw_logprob, h.spans, null))
+    return out
+
+
 def _rank(hyp: SpanHypothesis, scoring: str) -> float:
     """An ended span's ranking score (the end token counts as a token for "mean")."""
     if scoring == "constrained":
         return hyp.logprob
+    if scoring == "pmi":
+        return hyp.raw_logprob - hyp.null_logprob
     return hyp.raw_logprob if scoring == "raw" else hyp.raw_logprob / (len(hyp.tokens) + 1)
 
 
@@ -203,12 +236,14 @@ def marginalise(rows: Sequence[Sequence[SpanHypothesis]], doc_lp: Tensor,
     out = []
     for members in groups.values():
         per_row = torch.full((k,), -math.inf, dtype=torch.float64)
-        raw_row = torch.full((k,), -math.inf, dtype=torch.float64)
+        raw_row, null_row = per_row.clone(), per_row.clone()
         for z, hyp in members:
-            per_row[z] = torch.logaddexp(per_row[z], torch.tensor(hyp.logprob, dtype=torch.float64))
-            raw_row[z] = torch.logaddexp(raw_row[z],
-                                         torch.tensor(hyp.raw_logprob, dtype=torch.float64))
+            for row, value in ((per_row, hyp.logprob), (raw_row, hyp.raw_logprob),
+                               (null_row, hyp.null_logprob)):
+                row[z] = torch.logaddexp(row[z], torch.tensor(value, dtype=torch.float64))
         chosen = raw_row if raw else per_row
+        if scoring == "pmi":  # -inf where the row did not propose the answer
+            chosen = torch.where(raw_row > -math.inf, raw_row - null_row, raw_row)
         marginal = float((prior + chosen).logsumexp(0))
         # the best-supporting row's best span gives the surface text and the first quote
         order = sorted(members, key=lambda m: -(float(prior[m[0]]) + _rank(m[1], scoring)))

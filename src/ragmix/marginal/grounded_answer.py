@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
     from ragmix.generation.base import ScoringGenerator
 
+# The content-free question of "pmi" scoring (Zhao et al., 2021, calibrate with "N/A").
+NULL_QUESTION = "N/A"
 # A quoted answer is a phrase: "stuff" caps free answers at 200 tokens, spans at this.
 MAX_SPAN_TOKENS = 32
 
@@ -58,17 +60,21 @@ def grounded_answer(
         if doc_lp is None:
             raise ValueError("rag-sequence needs the prior doc_lp")
         prompts = [gen.encode_prompt(build_grounded_passage_prompt(question, h)) for h in hits]
+        nulls = [gen.encode_prompt(build_grounded_passage_prompt(NULL_QUESTION, h))
+                 for h in hits]
         automata = [SpanAutomaton([text], vocabulary) for text in texts]
         text_ids: list[list[int]] = [[z] for z in range(len(hits))]
         prior = doc_lp
     else:
-        prompts = [gen.encode_prompt(build_prompt(question, hits, max_passage_chars=max_passage_chars,
-                                                  instruction=GROUNDED_INSTRUCTION))]
+        prompts, nulls = ([gen.encode_prompt(build_prompt(
+            q, hits, max_passage_chars=max_passage_chars, instruction=GROUNDED_INSTRUCTION))]
+            for q in (question, NULL_QUESTION))
         automata = [SpanAutomaton(texts, vocabulary)]
         text_ids = [list(range(len(hits)))]
         prior = torch.zeros(1, dtype=torch.float64)
     found = grounded_decode(gen, prompts, automata, prior, text_ids=text_ids,
-                            max_new_tokens=max_new_tokens, beams=beams, scoring=scoring)
+                            max_new_tokens=max_new_tokens, beams=beams, scoring=scoring,
+                            null_prompts=nulls if scoring == "pmi" else None)
     if not found:
         return Answer(question, "", tuple(hits), mode=mode, decoding="grounded")
     best = found[0]
