@@ -107,12 +107,15 @@ def test_every_answer_is_a_span_of_its_passage(gen, texts):
 
     from ragmix.marginal.grounded import grounded_decode
 
+    from ragmix.evaluation.qa_metrics import normalize_answer
+
     prompts = [gen.encode_prompt(f"Passage: {t}\n\nQuestion: what?") for t in texts]
     automata = [automaton(gen, [t]) for t in texts]
     doc_lp = torch.full((len(texts),), -math.log(len(texts)), dtype=torch.float64)
     found = grounded_decode(gen, prompts, automata, doc_lp,
                             text_ids=[[z] for z in range(len(texts))], max_new_tokens=8, beams=3)
-    assert found
+    # only passages of articles alone ("the") have no span that says anything
+    assert found or not any(normalize_answer(t) for t in texts)
     for candidate in found:
         assert candidate.spans
         for span in candidate.spans:
