@@ -17,6 +17,8 @@ GENERATION_MODES = ("stuff", "rag-sequence", "rag-token")
 DECODINGS = ("thorough", "fast", "grounded")
 FREE_DECODINGS = ("thorough", "fast")
 GROUNDED_MODES = ("stuff", "rag-sequence")
+# How grounded decoding ranks spans (see ragmix.marginal.grounded).
+SCORINGS = ("constrained", "raw", "mean", "pmi")
 
 # `eval qa` and the benches name a generation mode and its decoding in one word:
 # MODE[-DECODING], e.g. "rag-sequence-fast", "stuff-grounded" ("rag-sequence" alone is

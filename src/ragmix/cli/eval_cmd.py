@@ -28,6 +28,7 @@ from ragmix.cli.options import (
     fusion_option,
     query_encoder_option,
     retrieval_option,
+    scoring_option,
 )
 from ragmix.modes import QA_MODES, split_qa_mode
 from ragmix.retrieval.retrievers import DEFAULT_FUSION
@@ -252,7 +253,8 @@ def _journal_path(out_dir: str | Path, mode: str, run_key: dict) -> Path:
               help="rag-*: temperature of the prior p(z|x) [default: 0.05 dense, 1 bm25, "
                    "0.1 hybrid].")
 @click.option("--beams", type=click.IntRange(min=1), default=None,
-              help="rag-*: beam size [default: 4 for rag-sequence, 1 for rag-token].")
+              help="rag-*: beam size [default: 4 for rag-sequence and grounded, 1 for rag-token].")
+@scoring_option
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Sample N questions.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --limit sample.")
 @click.option("--generator", default="smollm2", show_default=True, envvar="RAGMIX_GENERATOR",
@@ -264,7 +266,7 @@ def _journal_path(out_dir: str | Path, mode: str, run_key: dict) -> Path:
 @out_option
 @dtype_option
 def qa(questions, collection_dir, corpus, encoder, modes, retrieval, fusion, k, tau, beams,
-       limit, seed, generator, query_encoder, no_generate, regex, max_new_tokens, out_dir, dtype):
+       scoring, limit, seed, generator, query_encoder, no_generate, regex, max_new_tokens, out_dir, dtype):
     """Exact match, token F1, contains and answer recall@1/5/10/20 of each generation mode.
 
     The same sampled questions for every mode; answer recall comes from the
@@ -323,14 +325,14 @@ def qa(questions, collection_dir, corpus, encoder, modes, retrieval, fusion, k, 
                     col.searcher(fusion=fusion), gen, examples, mode=retrieval, k=k, regex=regex,
                     max_new_tokens=max_new_tokens, progress=progress,
                     generation="stuff" if no_generate else generation, tau=tau, beams=beams,
-                    decoding=decoding, journal=journals[mode])
+                    decoding=decoding, scoring=scoring, journal=journals[mode])
         info = col.info()
     meta = {**run_info(),
             "data": {"questions": str(questions), "n_questions": len(examples), "limit": limit,
                      "seed": seed, "regex": regex},
             "collection": _collection_meta(col_dir, info),
             "settings": {"k": k, "retrieval": retrieval, "fusion": fusion, "tau": tau,
-                         "beams": beams, "max_new_tokens": max_new_tokens,
+                         "beams": beams, "scoring": scoring, "max_new_tokens": max_new_tokens,
                          "generator": None if no_generate else generator,
                          "query_encoder": query_encoder, "dtype": dtype}}
     plots = _write_plots(out_dir, {mode: r.metrics for mode, r in reports.items()},

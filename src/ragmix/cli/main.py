@@ -234,7 +234,7 @@ def search(query, collection_dir, mode, k, source, fusion, as_json, dtype):
               help="Also save the per-token posterior heat map as a PNG (implies --explain).")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer and sources as JSON.")
 @dtype_option
-def ask(question, collection_dir, mode, retrieval, k, source, fusion, tau, beams, decoding,
+def ask(question, collection_dir, mode, retrieval, k, source, fusion, tau, beams, decoding, scoring,
         generator, query_encoder, max_new_tokens, explain, explain_png, as_json, dtype):
     """Answer QUESTION from the collection, with its sources.
 
@@ -262,14 +262,14 @@ def ask(question, collection_dir, mode, retrieval, k, source, fusion, tau, beams
         stream = None if as_json else (lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
         if mode == "stuff":
             rag = RAG(searcher, gen, k=k, mode=retrieval, max_new_tokens=max_new_tokens or 200,
-                      grounded=decoding == "grounded", beams=beams or 4)
+                      grounded=decoding == "grounded", beams=beams or 4, scoring=scoring)
             with err.status("decoding (grounded)") if decoding else contextlib.nullcontext():
                 answer = rag.ask(question, on_token=stream)
         else:
             from ragmix.marginal.model import MarginalRAG
 
             rag = MarginalRAG(searcher, gen, mode=mode, k=k, retrieval=retrieval, tau=tau,
-                              beams=beams, decoding=decoding or "thorough",
+                              beams=beams, decoding=decoding or "thorough", scoring=scoring,
                               max_new_tokens=max_new_tokens or 32)
             with err.status(f"decoding ({mode})"):
                 answer = rag.ask(question, explain=explain)

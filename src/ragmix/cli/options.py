@@ -7,7 +7,7 @@ import click
 from ragmix.chunking import CHUNKERS
 from ragmix.dtypes import DTYPES, ENV_VAR
 from ragmix.index import INDEX_KINDS
-from ragmix.modes import DECODINGS, GENERATION_MODES
+from ragmix.modes import DECODINGS, GENERATION_MODES, SCORINGS
 from ragmix.retrieval.retrievers import DEFAULT_FUSION, FUSIONS, MODES
 
 CHUNKER_NAMES = tuple(CHUNKERS)
@@ -24,6 +24,13 @@ retrieval_option = click.option(
 )
 
 
+scoring_option = click.option(
+    "--scoring", type=click.Choice(SCORINGS), default="constrained", show_default=True,
+    help="How grounded decoding ranks spans: renormalised over the allowed tokens "
+         "(constrained), the model's own probability (raw), per token (mean), or how much "
+         "the question raises it (pmi).")
+
+
 def marginal_options(fn):
     """--decoding, --beams and --tau: the settings of RAG-Sequence and RAG-Token."""
     fn = click.option("--tau", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -31,6 +38,7 @@ def marginal_options(fn):
                            "[default: 0.05 dense, 1 bm25, 0.1 hybrid].")(fn)
     fn = click.option("--beams", type=click.IntRange(min=1), default=None,
                       help="Beam size [default: 4 for rag-sequence, 1 (greedy) for rag-token].")(fn)
+    fn = scoring_option(fn)
     fn = click.option("--decoding", type=click.Choice(DECODINGS), default=None,
                       help="grounded: answer only with a verbatim span of the passages "
                            "(stuff, rag-sequence), quoted exactly. RAG-Sequence's free "
@@ -41,7 +49,7 @@ def marginal_options(fn):
 
 
 __all__ = ["CHUNKER_NAMES", "DECODINGS", "FUSIONS", "GENERATION_MODES", "INDEX_KINDS", "MODES",
-           "fusion_option", "marginal_options", "retrieval_option"]
+           "fusion_option", "marginal_options", "retrieval_option", "scoring_option"]
 
 
 query_encoder_option = click.option(

@@ -28,6 +28,7 @@ from ragmix._extras import require
 from ragmix.errors import BadInputError
 from ragmix.evaluation.qa_metrics import normalize_answer
 from ragmix.generation.spans import Span, SpanAutomaton, SpanState
+from ragmix.modes import SCORINGS
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 # Marginals are constrained probabilities under "constrained", raw ones under "raw"
 # and "mean", and the prior-weighted sum of exp(PMI) under "pmi" (a score, not a
 # probability).
-SCORINGS = ("constrained", "raw", "mean", "pmi")
+# (the names are ragmix.modes.SCORINGS)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from ragmix.errors import BadInputError
 from ragmix.generation.base import ScoringGenerator
 from ragmix.generation.prompt import build_passage_prompt
 from ragmix.generation.rag import Searcher
-from ragmix.marginal.grounded import SCORINGS
+from ragmix.modes import SCORINGS
 from ragmix.marginal.grounded_answer import grounded_answer
 from ragmix.marginal.math import doc_logprobs
 from ragmix.marginal.rag_sequence import rag_sequence_decode
