@@ -251,3 +251,21 @@ def test_ask_grounded_quotes_the_span(tmp_path: Path, corpus: Path) -> None:
     assert refused.exit_code == 2 and "--decoding grounded works with --mode" in refused.output
     refused = runner.invoke(cli, [*args[:-4], "--decoding", "fast"])
     assert refused.exit_code == 2 and "--mode stuff takes" in refused.output
+
+
+def test_quote_view_shows_the_passage_as_written_with_the_span_marked() -> None:
+    from rich.console import Console
+
+    from ragmix.cli.render import quote_view
+    from ragmix.types import Answer, Hit, Quote
+
+    hit = Hit(0, "d", "cached in (`$RAGMIX_CACHE`),\n\nlater", 1.0, 1.0, 1, source="g.md")
+    start = hit.text.index("RAGMIX")
+    answer = Answer("q", "RAGMIX_CACHE", (hit,),
+                    quotes=(Quote(1, start, start + 12, "d", start + 100, start + 112),))
+    view = quote_view(answer)
+    console = Console(width=200, record=True)
+    console.print(view)
+    assert "(chars 113-125): cached in (`$RAGMIX_CACHE`), later" in console.export_text()
+    assert [view.plain[s.start : s.end] for s in view.spans if "reverse" in str(s.style)] == \
+        ["RAGMIX_CACHE"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -74,14 +75,19 @@ def quote_view(answer: Answer, *, context: int = 80) -> Text:
     out = Text()
     for quote in answer.quotes:
         hit = answer.hits[quote.hit - 1]
-        before = " ".join(hit.text[max(0, quote.start - context) : quote.start].split())
-        after = " ".join(hit.text[quote.end : quote.end + context].split())
+        before = _squeeze(hit.text[max(0, quote.start - context) : quote.start]).lstrip()
+        after = _squeeze(hit.text[quote.end : quote.end + context]).rstrip()
         out.append(f"[{hit.rank}] {_where(hit)} (chars {quote.doc_start}-{quote.doc_end}): ",
                    style="bold")
-        out.append(("…" if quote.start > context else "") + before + " ")
-        out.append(" ".join(hit.text[quote.start : quote.end].split()), style="bold reverse")
-        out.append(" " + after + ("…" if quote.end + context < len(hit.text) else "") + "\n")
+        out.append(("…" if quote.start > context else "") + before)
+        out.append(_squeeze(hit.text[quote.start : quote.end]), style="bold reverse")
+        out.append(after + ("…" if quote.end + context < len(hit.text) else "") + "\n")
     return out
+
+
+def _squeeze(text: str) -> str:
+    """White space runs as one space, the ends kept (so the pieces join as in the text)."""
+    return re.sub(r"\s+", " ", text)
 
 
 def token_heatmap(answer: Answer) -> Text:
