@@ -98,8 +98,8 @@ def _passage_prompt(instruction: str, question: str, hit: Hit) -> str:
 
 def _format_passage(number: int, hit: Hit, max_chars: int | None) -> str:
     # One line per passage: newlines inside a passage read as a new passage.
-    text, _ = shown_text(hit, max_chars)
-    if max_chars is not None and len(" ".join(hit.text.split())) > max_chars:
+    text, offsets = shown_text(hit, max_chars)
+    if hit.text[offsets[-1] :].strip():  # cut at max_chars: more text follows
         text += " ..."
     title = " ".join(hit.title.split())
     return f"[{number}] ({title}) {text}" if title else f"[{number}] {text}"
