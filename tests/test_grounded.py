@@ -272,3 +272,24 @@ def test_pmi_needs_null_prompts(gen, torch):
     with pytest.raises(BadInputError, match="null_prompts"):
         grounded_decode(gen, [p], [automaton(gen, ["Paris"])], torch.zeros(1), text_ids=[[0]],
                         scoring="pmi")
+
+
+def test_null_scores_equal_teacher_forced_scores_of_the_null_prompts(gen, torch):
+    """Forking the null prompts' rows and extending them scores what score_ids scores."""
+    from ragmix.marginal.grounded import _with_null_scores, span_beams
+    from ragmix.marginal.scoring import with_end
+
+    texts = ["Paris is big", "Denver won in 2016,"]
+    prompts = [gen.encode_prompt(f"Passage: {t}\n\nQuestion: where?") for t in texts]
+    nulls = [gen.encode_prompt(f"Passage: {t}\n\nQuestion: N/A") for t in texts]
+    with torch.inference_mode():
+        ended = span_beams(gen.start_decoding(prompts), [automaton(gen, [t]) for t in texts],
+                           sorted(gen.stop_token_ids), 6, 3, scoring="raw")
+        scored = _with_null_scores(gen, nulls, ended, None)
+    pairs = [(z, h) for z, row in enumerate(scored) for h in row]
+    assert len(pairs) >= 4
+    want = gen.score_ids([nulls[z] for z, _ in pairs],
+                         [with_end(gen, h.tokens) for _, h in pairs]).token_lp.double().sum(-1)
+    got = [h.null_logprob for _, h in pairs]
+    assert got == pytest.approx(want.tolist(), abs=1e-4)
+    assert [h.tokens for _, h in pairs] == [h.tokens for row in ended for h in row]

@@ -187,15 +187,20 @@ def _expand(automaton: SpanAutomaton, beam: _Beam, lp: Tensor, stops: list[int],
 
 
 def _with_null_scores(gen: ScoringGenerator, null_prompts, ended, decoder_prefix):
-    """The ended spans with log p(span, end | row's null prompt), in one forced pass."""
+    """The ended spans with log p(span, end | row's null prompt).
+
+    Each null prompt is read once; its rows are forked, one per ended span of
+    that row, and every span is teacher-forced in one pass (``Decoder.extend``).
+    """
     from ragmix.marginal.scoring import with_end
 
+    torch = require("torch", "models")
     pairs = [(z, h) for z, row in enumerate(ended) for h in row]
     if not pairs:
         return ended
-    scores = gen.score_ids([null_prompts[z] for z, _ in pairs],
-                           [with_end(gen, h.tokens) for _, h in pairs],
-                           decoder_prefix=decoder_prefix).token_lp.double().sum(-1)  # (N,)
+    state = gen.start_decoding(null_prompts, decoder_prefix=decoder_prefix)
+    forked = state.fork(torch.tensor([z for z, _ in pairs]))
+    scores = forked.extend([with_end(gen, h.tokens) for _, h in pairs]).double().sum(-1)
     out: list[list[SpanHypothesis]] = [[] for _ in ended]
     for (z, h), null in zip(pairs, scores.tolist()):
         out[z].append(SpanHypothesis(h.tokens, h.logprob, h.raw_logprob, h.spans, null))
