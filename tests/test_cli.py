@@ -269,3 +269,40 @@ def test_quote_view_shows_the_passage_as_written_with_the_span_marked() -> None:
     assert "(chars 113-125): cached in (`$RAGMIX_CACHE`), later" in console.export_text()
     assert [view.plain[s.start : s.end] for s in view.spans if "reverse" in str(s.style)] == \
         ["RAGMIX_CACHE"]
+
+
+def test_ask_abstains_below_the_calibrated_confidence(tmp_path: Path, corpus: Path,
+                                                      monkeypatch) -> None:
+    """A calibration whose confidence is ~0: the answer says so and still lists the passages."""
+    pytest = __import__("pytest")
+    pytest.importorskip("transformers")
+    from ragmix.generation import load_generator
+    from ragmix.marginal.confidence import SIGNALS, Calibration, save_calibration
+    from ragmix.testing import tiny_random_generator
+
+    gen = tiny_random_generator(byte_level=True)
+    model_dir = tmp_path / "tiny-bpe"
+    gen.model.save_pretrained(model_dir)
+    gen.tokenizer.save_pretrained(model_dir)
+    n = len(SIGNALS)
+    table = tmp_path / "confidence.json"
+    save_calibration(Calibration(SIGNALS, (0.0,) * n, (1.0,) * n, (0.0,) * n, -30.0, 0.4),
+                     load_generator(str(model_dir)).name, "rag-sequence", "constrained", table)
+    monkeypatch.setenv("RAGMIX_CALIBRATION", str(table))
+    runner = CliRunner()
+    col = tmp_path / "col"
+    assert _index(runner, col, corpus).exit_code == 0
+    args = ["ask", "what is marker4?", "-c", str(col), "-k", "2", "--generator", str(model_dir),
+            "--max-new-tokens", "8", "--decoding", "grounded", "--beams", "2",
+            "--mode", "rag-sequence"]
+    shown = runner.invoke(cli, args)
+    assert shown.exit_code == 0, shown.output
+    assert "The collection does not say." in shown.output
+    assert "best guess, withheld" in shown.output and "threshold 0.40" in shown.output
+    assert "marker" in shown.output  # the closest passages are still listed
+    data = json.loads(runner.invoke(cli, [*args, "--json", "--min-confidence", "0"]).output)
+    assert not data["abstained"] and data["confidence"] < 0.01 and data["quotes"]
+    refused = runner.invoke(cli, [*args, "--min-confidence", "2"])
+    assert refused.exit_code == 2 and "outside [0, 1]" in refused.output
+    refused = runner.invoke(cli, [*args[:-6], "--min-confidence", "0.5"])  # free stuff
+    assert refused.exit_code != 0 and "needs grounded decoding" in refused.output

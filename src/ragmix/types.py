@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
@@ -93,7 +94,10 @@ class Answer:
     per-token posterior p(z_i | x, y_<=i): which passage each answer token
     leaned on (``tokens[i]`` with ``token_posteriors[i]``, one value per hit).
     Grounded answers (``decoding="grounded"``) are verbatim spans of their
-    passages, and ``quotes`` say exactly where, best-supported first.
+    passages, and ``quotes`` say exactly where, best-supported first; with a
+    calibration they carry a ``confidence``, and below the threshold they
+    abstain (``abstained``, the span kept in ``guess``; see
+    :mod:`ragmix.marginal.confidence`).
     """
 
     question: str
@@ -108,6 +112,11 @@ class Answer:
     token_posteriors: tuple[tuple[float, ...], ...] = field(default=())  # (T, K)
     decoding: str = "free"  # free | thorough | fast | grounded
     quotes: tuple[Quote, ...] = field(default=())  # grounded answers: where the text stands
+    # grounded answers: what their decoding says of them (ragmix.marginal.confidence.SIGNALS)
+    signals: Mapping[str, float] = field(default_factory=dict)
+    confidence: float | None = None  # calibrated P(right); None without a calibration
+    abstained: bool = False  # True: text says the collection does not say; see guess
+    guess: str = ""  # an abstaining answer's withheld best span
 
     @property
     def sources(self) -> tuple[Hit, ...]:

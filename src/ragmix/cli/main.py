@@ -27,6 +27,7 @@ from ragmix.cli.options import (
     dtype_option,
     fusion_option,
     marginal_options,
+    min_confidence_option,
     query_encoder_option,
     retrieval_option,
 )
@@ -233,16 +234,24 @@ def search(query, collection_dir, mode, k, source, fusion, as_json, dtype):
 @click.option("--explain-png", type=click.Path(dir_okay=False), default=None,
               help="Also save the per-token posterior heat map as a PNG (implies --explain).")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer and sources as JSON.")
+@min_confidence_option
 @dtype_option
 def ask(question, collection_dir, mode, retrieval, k, source, fusion, tau, beams, decoding, scoring,
-        generator, query_encoder, max_new_tokens, explain, explain_png, as_json, dtype):
+        generator, query_encoder, max_new_tokens, explain, explain_png, as_json, min_confidence,
+        dtype):
     """Answer QUESTION from the collection, with its sources.
 
     \b
     ragmix ask "How do I delete documents?" -c my-col
     ragmix ask "How do I delete documents?" -c my-col --mode rag-token --explain
     """
-    from ragmix.cli.render import quote_view, sources_table, token_heatmap, token_table
+    from ragmix.cli.render import (
+        confidence_line,
+        quote_view,
+        sources_table,
+        token_heatmap,
+        token_table,
+    )
     from ragmix.generation import RAG, load_generator
 
     explain = explain or explain_png is not None
@@ -262,7 +271,8 @@ def ask(question, collection_dir, mode, retrieval, k, source, fusion, tau, beams
         stream = None if as_json else (lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
         if mode == "stuff":
             rag = RAG(searcher, gen, k=k, mode=retrieval, max_new_tokens=max_new_tokens or 200,
-                      grounded=decoding == "grounded", beams=beams or 4, scoring=scoring)
+                      grounded=decoding == "grounded", beams=beams or 4, scoring=scoring,
+                      min_confidence=min_confidence)
             with err.status("decoding (grounded)") if decoding else contextlib.nullcontext():
                 answer = rag.ask(question, on_token=stream)
         else:
@@ -270,7 +280,7 @@ def ask(question, collection_dir, mode, retrieval, k, source, fusion, tau, beams
 
             rag = MarginalRAG(searcher, gen, mode=mode, k=k, retrieval=retrieval, tau=tau,
                               beams=beams, decoding=decoding or "thorough", scoring=scoring,
-                              max_new_tokens=max_new_tokens or 32)
+                              max_new_tokens=max_new_tokens or 32, min_confidence=min_confidence)
             with err.status(f"decoding ({mode})"):
                 answer = rag.ask(question, explain=explain)
             if stream is not None:
@@ -279,6 +289,8 @@ def ask(question, collection_dir, mode, retrieval, k, source, fusion, tau, beams
         click.echo(json.dumps(asdict(answer), indent=2))
     else:
         click.echo()
+        if answer.confidence is not None:
+            out.print(confidence_line(answer, rag.min_confidence))
         if answer.quotes:
             out.print(quote_view(answer))
         out.print(sources_table(answer))

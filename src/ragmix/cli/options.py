@@ -31,6 +31,26 @@ scoring_option = click.option(
          "the question raises it (pmi).")
 
 
+def _confidence(value):
+    """'auto' or a number in [0, 1]."""
+    if value is None or value == "auto":
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither 'auto' nor a number in [0, 1]")
+    if not 0.0 <= number <= 1.0:
+        raise click.BadParameter(f"{value} is outside [0, 1]")
+    return number
+
+
+min_confidence_option = click.option(
+    "--min-confidence", default="auto", show_default=True, callback=lambda c, p, v: _confidence(v),
+    help="Grounded answers below this calibrated confidence say the collection does not say "
+         "(and still list the closest passages). auto: the threshold chosen on SQuAD train "
+         "questions for this generator and mode; 0: always answer.")
+
+
 def marginal_options(fn):
     """--decoding, --beams and --tau: the settings of RAG-Sequence and RAG-Token."""
     fn = click.option("--tau", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -49,7 +69,7 @@ def marginal_options(fn):
 
 
 __all__ = ["CHUNKER_NAMES", "DECODINGS", "FUSIONS", "GENERATION_MODES", "INDEX_KINDS", "MODES",
-           "fusion_option", "marginal_options", "retrieval_option", "scoring_option"]
+           "fusion_option", "marginal_options", "min_confidence_option", "retrieval_option", "scoring_option"]
 
 
 query_encoder_option = click.option(

@@ -67,6 +67,15 @@ def _posterior_table(answer: Answer) -> Table:
     return table
 
 
+def confidence_line(answer: Answer, threshold: float | None) -> Text:
+    """The calibrated confidence, and for an abstaining answer the guess it withheld."""
+    bar = "" if threshold is None else f" (threshold {threshold:.2f})"
+    if not answer.abstained:
+        return Text(f"confidence {answer.confidence:.2f}{bar}", style="dim")
+    return Text(f"best guess, withheld: {answer.guess!r}, confidence {answer.confidence:.2f}"
+                f"{bar}; the closest passages:", style="dim")
+
+
 def quote_view(answer: Answer, *, context: int = 80) -> Text:
     """Where a grounded answer stands: each quoted passage with the span highlighted.
 

@@ -8,6 +8,7 @@ from typing import Protocol, runtime_checkable
 from ragmix.errors import BadInputError
 from ragmix.generation.base import ContextLimited, Generator, ScoringGenerator
 from ragmix.generation.prompt import build_prompt, parse_citations
+from ragmix.marginal.confidence import Calibration, abstention_policy, with_confidence
 from ragmix.types import Answer, Hit
 
 
@@ -27,7 +28,10 @@ class RAG:
     (a :class:`~ragmix.generation.base.ContextLimited`, as :class:`HFGenerator`
     is), the lowest-ranked hits are dropped until prompt and answer fit.
     With ``grounded=True`` the answer is a verbatim span of one of the
-    passages (beam search of width ``beams``), quoted exactly in ``quotes``.
+    passages (beam search of width ``beams``), quoted exactly in ``quotes``,
+    with a calibrated ``confidence`` where ragmix has a calibration for the
+    generator; below ``min_confidence`` ("auto": the calibration's threshold,
+    0: never) it abstains (see :mod:`ragmix.marginal.confidence`).
 
     With ``load_generator()`` (SmolLM2) in place of the scripted generator:
 
@@ -60,6 +64,8 @@ class RAG:
         grounded: bool = False,
         beams: int = 4,
         scoring: str = "constrained",
+        min_confidence: float | str | None = "auto",
+        calibration: Calibration | None = None,
     ) -> None:
         _check_positive("k", k)
         _check_positive("beams", beams)
@@ -82,6 +88,9 @@ class RAG:
                 "grounded decoding needs a generator that scores token ids (a ScoringGenerator "
                 f"such as HFGenerator), got {type(generator).__name__}")
         self.grounded, self.beams, self.scoring = grounded, beams, scoring
+        self.calibration, self.min_confidence = abstention_policy(
+            generator, "stuff", scoring, grounded=grounded, min_confidence=min_confidence,
+            calibration=calibration)
 
     def ask(
         self,
@@ -119,6 +128,7 @@ class RAG:
         answer = grounded_answer(self.generator, question, hits, mode="stuff", beams=self.beams,
                                  max_new_tokens=min(self.max_new_tokens, MAX_SPAN_TOKENS),
                                  max_passage_chars=self.max_passage_chars, scoring=self.scoring)
+        answer = with_confidence(answer, self.calibration, self.min_confidence)
         if on_token is not None and answer.text:
             on_token(answer.text)
         return answer

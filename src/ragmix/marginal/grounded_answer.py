@@ -26,6 +26,7 @@ from ragmix.generation.prompt import (
     shown_text,
 )
 from ragmix.generation.spans import SpanAutomaton, vocabulary_of
+from ragmix.marginal.confidence import answer_signals
 from ragmix.marginal.grounded import grounded_decode
 from ragmix.types import Answer, Hit, Quote
 
@@ -80,14 +81,19 @@ def grounded_answer(
     best = found[0]
     quotes = tuple(_quote(hits[s.text], shown[s.text][1], s.text, s.start, s.end)
                    for s in best.spans)
+    chosen = best.per_row if scoring == "constrained" else best.raw_per_row
+    posterior = (prior.double() + chosen).softmax(-1).tolist()
+    signals = answer_signals(
+        marginal=best.logprob, per_row_raw=best.raw_per_row.tolist(),
+        per_row_constrained=best.per_row.tolist(), prior=prior.double().exp().tolist(),
+        posterior=posterior, runner_up=found[1].logprob if len(found) > 1 else None,
+        top_score=hits[0].score, tokens=best.n_tokens)
     extra = {}
     if mode == "rag-sequence":
-        chosen = best.per_row if scoring == "constrained" else best.raw_per_row
-        extra = dict(prior=tuple(doc_lp.exp().tolist()),
-                     posterior=tuple((doc_lp.double() + chosen).softmax(-1).tolist()))
+        extra = dict(prior=tuple(doc_lp.exp().tolist()), posterior=tuple(posterior))
     return Answer(question=question, text=best.text, hits=tuple(hits), mode=mode,
                   cited=tuple(dict.fromkeys(q.hit for q in quotes)), logprob=best.logprob,
-                  decoding="grounded", quotes=quotes, **extra)
+                  decoding="grounded", quotes=quotes, signals=signals, **extra)
 
 
 def _quote(hit: Hit, offsets: list[int], index: int, start: int, end: int) -> Quote:

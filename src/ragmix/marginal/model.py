@@ -17,6 +17,7 @@ from ragmix.generation.base import ScoringGenerator
 from ragmix.generation.prompt import build_passage_prompt
 from ragmix.generation.rag import Searcher
 from ragmix.modes import SCORINGS
+from ragmix.marginal.confidence import Calibration, abstention_policy, with_confidence
 from ragmix.marginal.grounded_answer import grounded_answer
 from ragmix.marginal.math import doc_logprobs
 from ragmix.marginal.rag_sequence import rag_sequence_decode
@@ -72,7 +73,8 @@ class MarginalRAG:
         k: int = 5, retrieval: str = "hybrid", tau: float | None = None,
         beams: int | None = None,
         decoding: str = "thorough", max_new_tokens: int = 32, length_penalty: float = 0.0,
-        scoring: str = "constrained",
+        scoring: str = "constrained", min_confidence: float | str | None = "auto",
+        calibration: Calibration | None = None,
     ) -> None:
         if mode not in MARGINAL_MODES:
             raise BadInputError(f"mode must be one of {MARGINAL_MODES}, got {mode!r}")
@@ -101,6 +103,9 @@ class MarginalRAG:
         self.beams = beams if beams is not None else (1 if mode == "rag-token" else 4)
         self.decoding, self.max_new_tokens = decoding, max_new_tokens
         self.length_penalty, self.scoring = length_penalty, scoring
+        self.calibration, self.min_confidence = abstention_policy(
+            generator, mode, scoring, grounded=decoding == "grounded",
+            min_confidence=min_confidence, calibration=calibration)
 
     def ask(self, question: str, *, explain: bool = False,
             on_token: Callable[[str], None] | None = None) -> Answer:
@@ -120,6 +125,7 @@ class MarginalRAG:
             answer = grounded_answer(gen, question, hits, mode=self.mode, doc_lp=doc_lp,
                                      beams=self.beams, max_new_tokens=self.max_new_tokens,
                                      scoring=self.scoring)
+            answer = with_confidence(answer, self.calibration, self.min_confidence)
             if on_token is not None and answer.text:
                 on_token(answer.text)
             return answer
