@@ -52,10 +52,13 @@ def article(doc_id: str) -> str:
     return doc_id.rsplit("/", 1)[0]
 
 
-def split_questions(questions, deleted: set[str], n: int):
-    """n/2 questions of deleted articles (unanswerable) and n/2 of kept ones, in order."""
-    gone = [q for q in questions if article(q.gold_doc_id) in deleted][: n // 2]
-    kept = [q for q in questions if article(q.gold_doc_id) not in deleted][: n - len(gone)]
+def split_questions(questions, deleted: set[str], n: int, seed: int):
+    """n/2 questions of deleted articles (unanswerable) and n/2 of kept ones, seeded."""
+    gone = [q for q in questions if article(q.gold_doc_id) in deleted]
+    kept = [q for q in questions if article(q.gold_doc_id) not in deleted]
+    random.Random(seed).shuffle(gone)
+    random.Random(seed).shuffle(kept)
+    gone, kept = gone[: n // 2], kept[: n - n // 2]
     if len(gone) < n // 2:
         raise SystemExit(f"only {len(gone)} unanswerable questions; ask for fewer")
     return [(q, False) for q in gone] + [(q, True) for q in kept]
@@ -74,8 +77,8 @@ def question_sets(folder: Path, args):
     held = sample_questions([ex for ex in pool if ex.id not in seen], 20000, 1)
     train_articles = sorted({article(q.gold_doc_id) for q in held})
     train_deleted = set(random.Random(args.seed).sample(train_articles, FIT_ARTICLES))
-    return (split_questions(held, train_deleted, args.fit),
-            split_questions(dev, dev_deleted, args.test), dev_deleted | train_deleted)
+    return (split_questions(held, train_deleted, args.fit, args.seed),
+            split_questions(dev, dev_deleted, args.test, args.seed), dev_deleted | train_deleted)
 
 
 def deleted_collection(folder: Path, deleted: set[str]):
