@@ -191,7 +191,7 @@ def test_ask_streams_and_reports_sources(tmp_path: Path, corpus: Path) -> None:
     col = tmp_path / "col"
     assert _index(runner, col, corpus).exit_code == 0
     args = ["ask", "what is marker4?", "-c", str(col), "-k", "2", "--generator", str(model_dir),
-            "--max-new-tokens", "6"]
+            "--max-new-tokens", "6", "--mode", "stuff", "--decoding", "free"]
     as_json = runner.invoke(cli, [*args, "--json"])
     assert as_json.exit_code == 0, as_json.output
     answer = json.loads(as_json.output)
@@ -249,7 +249,7 @@ def test_ask_grounded_quotes_the_span(tmp_path: Path, corpus: Path) -> None:
         assert f"chars {quote['doc_start']}-{quote['doc_end']}" in shown.output
     refused = runner.invoke(cli, [*args, "--mode", "rag-token"])
     assert refused.exit_code == 2 and "--decoding grounded works with --mode" in refused.output
-    refused = runner.invoke(cli, [*args[:-4], "--decoding", "fast"])
+    refused = runner.invoke(cli, [*args[:-4], "--decoding", "fast", "--mode", "stuff"])
     assert refused.exit_code == 2 and "--mode stuff takes" in refused.output
 
 
@@ -287,7 +287,7 @@ def test_ask_abstains_below_the_calibrated_confidence(tmp_path: Path, corpus: Pa
     n = len(SIGNALS)
     table = tmp_path / "confidence.json"
     save_calibration(Calibration(SIGNALS, (0.0,) * n, (1.0,) * n, (0.0,) * n, -30.0, 0.4),
-                     load_generator(str(model_dir)).name, "rag-sequence", "constrained", table)
+                     load_generator(str(model_dir)).name, "rag-sequence", "pmi", table)
     monkeypatch.setenv("RAGMIX_CALIBRATION", str(table))
     runner = CliRunner()
     col = tmp_path / "col"
@@ -304,5 +304,6 @@ def test_ask_abstains_below_the_calibrated_confidence(tmp_path: Path, corpus: Pa
     assert not data["abstained"] and data["confidence"] < 0.01 and data["quotes"]
     refused = runner.invoke(cli, [*args, "--min-confidence", "2"])
     assert refused.exit_code == 2 and "outside [0, 1]" in refused.output
-    refused = runner.invoke(cli, [*args[:-6], "--min-confidence", "0.5"])  # free stuff
+    refused = runner.invoke(cli, [*args[:-6], "--min-confidence", "0.5", "--mode", "stuff",
+                                  "--decoding", "free"])
     assert refused.exit_code != 0 and "needs grounded decoding" in refused.output

@@ -342,6 +342,6 @@ def test_ask_loads_the_generator_in_the_dtype_given(torch, llama_folder, tmp_pat
     monkeypatch.setattr(hf.HFGenerator, "from_pretrained", classmethod(spy))
     result = runner.invoke(cli, ["ask", "what is marker3?", "-c", col, "--generator",
                                  str(llama_folder), "--max-new-tokens", "3", "--json",
-                                 "--dtype", "bfloat16"])
+                                 "--dtype", "bfloat16", "--mode", "stuff", "--decoding", "free"])
     assert result.exit_code == 0, result.output
     assert loaded == ["bfloat16"]

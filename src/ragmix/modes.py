@@ -17,8 +17,30 @@ GENERATION_MODES = ("stuff", "rag-sequence", "rag-token")
 DECODINGS = ("thorough", "fast", "grounded")
 FREE_DECODINGS = ("thorough", "fast")
 GROUNDED_MODES = ("stuff", "rag-sequence")
-# How grounded decoding ranks spans (see ragmix.marginal.grounded).
+# How grounded decoding ranks spans (see ragmix.marginal.grounded). "pmi" measured best
+# on SQuAD train questions and ragmix's docs QA set (BENCHMARKS.md, "Grounded answers").
 SCORINGS = ("constrained", "raw", "mean", "pmi")
+DEFAULT_SCORING = "pmi"
+
+# What `ragmix ask --decoding` offers: "free" is stuff's and RAG-Token's free generation
+# (RAG-Sequence's is thorough or fast). Its defaults are what measured best.
+ASK_DECODINGS = ("grounded", "free", *FREE_DECODINGS)
+ASK_DEFAULT_MODE = "rag-sequence"
+
+
+def ask_decoding(mode: str, decoding: str | None) -> str:
+    """The decoding `ragmix ask` uses: grounded by default where it exists, else free.
+
+    >>> ask_decoding("rag-sequence", None), ask_decoding("rag-token", None)
+    ('grounded', 'free')
+    >>> ask_decoding("rag-sequence", "free")
+    'thorough'
+    """
+    if decoding is None:
+        return "grounded" if mode in GROUNDED_MODES else "free"
+    if decoding == "free" and mode == "rag-sequence":
+        return "thorough"
+    return decoding
 
 # `eval qa` and the benches name a generation mode and its decoding in one word:
 # MODE[-DECODING], e.g. "rag-sequence-fast", "stuff-grounded" ("rag-sequence" alone is

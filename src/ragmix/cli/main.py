@@ -33,7 +33,7 @@ from ragmix.cli.options import (
 )
 from ragmix.cli.quiet import quiet_third_party
 from ragmix.errors import RagmixError
-from ragmix.modes import GROUNDED_MODES
+from ragmix.modes import ASK_DEFAULT_MODE, GROUNDED_MODES, ask_decoding
 
 set_offline_defaults()
 
@@ -215,10 +215,10 @@ def search(query, collection_dir, mode, k, source, fusion, as_json, dtype):
 @cli.command()
 @click.argument("question")
 @collection_option
-@click.option("--mode", "-m", type=click.Choice(GENERATION_MODES), default="stuff",
+@click.option("--mode", "-m", type=click.Choice(GENERATION_MODES), default=ASK_DEFAULT_MODE,
               show_default=True,
-              help="stuff: the top-k passages in one prompt, with [n] citations; rag-sequence / "
-                   "rag-token: the paper's marginals over the passages, sources by posterior.")
+              help="stuff: the top-k passages in one prompt; rag-sequence / rag-token: the "
+                   "paper's marginals over the passages, sources by posterior.")
 @retrieval_option
 @k_option
 @source_option
@@ -255,15 +255,7 @@ def ask(question, collection_dir, mode, retrieval, k, source, fusion, tau, beams
     from ragmix.generation import RAG, load_generator
 
     explain = explain or explain_png is not None
-    if explain and (mode == "stuff" or decoding == "grounded"):
-        raise click.UsageError("--explain needs --mode rag-sequence or rag-token with free "
-                               "decoding; grounded answers show their quotes instead")
-    if decoding == "grounded" and mode not in GROUNDED_MODES:
-        raise click.UsageError(f"--decoding grounded works with --mode "
-                               f"{' or '.join(GROUNDED_MODES)}, not {mode}")
-    if mode == "stuff" and decoding not in (None, "grounded"):
-        raise click.UsageError(f"--decoding {decoding} is RAG-Sequence's; --mode stuff takes "
-                               "--decoding grounded or generates freely")
+    decoding = _checked_decoding(mode, decoding, explain)
     with _open(collection_dir, query_encoder, dtype=dtype) as col:
         with err.status(f"loading generator {generator}"):
             gen = load_generator(generator, dtype=dtype)
@@ -273,13 +265,15 @@ def ask(question, collection_dir, mode, retrieval, k, source, fusion, tau, beams
             rag = RAG(searcher, gen, k=k, mode=retrieval, max_new_tokens=max_new_tokens or 200,
                       grounded=decoding == "grounded", beams=beams or 4, scoring=scoring,
                       min_confidence=min_confidence)
-            with err.status("decoding (grounded)") if decoding else contextlib.nullcontext():
+            grounded = decoding == "grounded"
+            with err.status("decoding (grounded)") if grounded else contextlib.nullcontext():
                 answer = rag.ask(question, on_token=stream)
         else:
             from ragmix.marginal.model import MarginalRAG
 
             rag = MarginalRAG(searcher, gen, mode=mode, k=k, retrieval=retrieval, tau=tau,
-                              beams=beams, decoding=decoding or "thorough", scoring=scoring,
+                              beams=beams, scoring=scoring,
+                              decoding="thorough" if decoding == "free" else decoding,
                               max_new_tokens=max_new_tokens or 32, min_confidence=min_confidence)
             with err.status(f"decoding ({mode})"):
                 answer = rag.ask(question, explain=explain)
@@ -302,6 +296,22 @@ def ask(question, collection_dir, mode, retrieval, k, source, fusion, tau, beams
 
         err.print(f"wrote {plot_token_posteriors(answer, explain_png)}")
 
+
+
+def _checked_decoding(mode: str, asked: str | None, explain: bool) -> str:
+    """The decoding `ask` uses for ``mode`` (``ask_decoding``), or a usage error."""
+    decoding = ask_decoding(mode, asked)
+    if explain and (mode == "stuff" or decoding == "grounded"):
+        raise click.UsageError("--explain needs --mode rag-sequence or rag-token with free "
+                               "decoding (--decoding thorough, fast or free); grounded answers "
+                               "show their quotes instead")
+    if decoding == "grounded" and mode not in GROUNDED_MODES:
+        raise click.UsageError(f"--decoding grounded works with --mode "
+                               f"{' or '.join(GROUNDED_MODES)}, not {mode}")
+    if mode == "stuff" and decoding not in ("grounded", "free"):
+        raise click.UsageError(f"--decoding {asked} is RAG-Sequence's; --mode stuff takes "
+                               "--decoding grounded or free")
+    return decoding
 
 @cli.command()
 @collection_option
@@ -333,9 +343,11 @@ def delete(patterns, collection_dir):
 
 def _register_subgroups() -> None:
     from ragmix.cli.eval_cmd import eval_group
+    from ragmix.cli.serve_cmd import serve
     from ragmix.cli.train_cmd import train_group
 
     cli.add_command(eval_group)
+    cli.add_command(serve)
     cli.add_command(train_group)
 
 

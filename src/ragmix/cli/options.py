@@ -7,7 +7,7 @@ import click
 from ragmix.chunking import CHUNKERS
 from ragmix.dtypes import DTYPES, ENV_VAR
 from ragmix.index import INDEX_KINDS
-from ragmix.modes import DECODINGS, GENERATION_MODES, SCORINGS
+from ragmix.modes import ASK_DECODINGS, DECODINGS, DEFAULT_SCORING, GENERATION_MODES, SCORINGS
 from ragmix.retrieval.retrievers import DEFAULT_FUSION, FUSIONS, MODES
 
 CHUNKER_NAMES = tuple(CHUNKERS)
@@ -25,7 +25,7 @@ retrieval_option = click.option(
 
 
 scoring_option = click.option(
-    "--scoring", type=click.Choice(SCORINGS), default="constrained", show_default=True,
+    "--scoring", type=click.Choice(SCORINGS), default=DEFAULT_SCORING, show_default=True,
     help="How grounded decoding ranks spans: renormalised over the allowed tokens "
          "(constrained), the model's own probability (raw), per token (mean), or how much "
          "the question raises it (pmi).")
@@ -59,12 +59,14 @@ def marginal_options(fn):
     fn = click.option("--beams", type=click.IntRange(min=1), default=None,
                       help="Beam size [default: 4 for rag-sequence, 1 (greedy) for rag-token].")(fn)
     fn = scoring_option(fn)
-    fn = click.option("--decoding", type=click.Choice(DECODINGS), default=None,
+    fn = click.option("--decoding", type=click.Choice(ASK_DECODINGS), default=None,
                       help="grounded: answer only with a verbatim span of the passages "
-                           "(stuff, rag-sequence), quoted exactly. RAG-Sequence's free "
-                           "decoding scores every beam answer under every passage "
-                           "(thorough) or only where it was proposed (fast) "
-                           "[default: thorough for rag-sequence; stuff generates freely].")(fn)
+                           "(stuff, rag-sequence), quoted exactly. free: generate freely "
+                           "(stuff cites [n]; for rag-sequence it means thorough). "
+                           "RAG-Sequence's free decoding scores every beam answer under every "
+                           "passage (thorough) or only where it was proposed (fast) "
+                           "[default: grounded for stuff and rag-sequence, free for "
+                           "rag-token].")(fn)
     return fn
 
 

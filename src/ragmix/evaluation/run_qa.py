@@ -20,6 +20,7 @@ from ragmix.evaluation.qa_metrics import (
 from ragmix.evaluation.retrieval_metrics import latency_summary
 from ragmix.evaluation.run_retrieval import Searcher
 from ragmix.types import Hit
+from ragmix.modes import DEFAULT_SCORING
 
 if TYPE_CHECKING:
     from ragmix.generation.base import Generator
@@ -114,7 +115,7 @@ def evaluate_qa(
     tau: float | None = None,
     beams: int | None = None,
     decoding: str = "thorough",
-    scoring: str = "constrained",
+    scoring: str = DEFAULT_SCORING,
     journal: str | Path | None = None,
 ) -> QAReport:
     """Answer recall@k for each k in ``recall_ks``, and EM/F1/contains of the answers.

@@ -10,6 +10,7 @@ from ragmix.generation.base import ContextLimited, Generator, ScoringGenerator
 from ragmix.generation.prompt import build_prompt, parse_citations
 from ragmix.marginal.confidence import Calibration, abstention_policy, with_confidence
 from ragmix.types import Answer, Hit
+from ragmix.modes import DEFAULT_SCORING
 
 
 @runtime_checkable
@@ -63,7 +64,7 @@ class RAG:
         max_passage_chars: int | None = None,
         grounded: bool = False,
         beams: int = 4,
-        scoring: str = "constrained",
+        scoring: str = DEFAULT_SCORING,
         min_confidence: float | str | None = "auto",
         calibration: Calibration | None = None,
     ) -> None:

@@ -23,7 +23,7 @@ from ragmix.marginal.math import doc_logprobs
 from ragmix.marginal.rag_sequence import rag_sequence_decode
 from ragmix.marginal.rag_token import rag_token_decode
 from ragmix.marginal.scoring import score_passages, with_end
-from ragmix.modes import DECODINGS, GROUNDED_MODES
+from ragmix.modes import DECODINGS, DEFAULT_SCORING, GROUNDED_MODES
 from ragmix.types import Answer
 
 MARGINAL_MODES = ("rag-sequence", "rag-token")
@@ -73,7 +73,7 @@ class MarginalRAG:
         k: int = 5, retrieval: str = "hybrid", tau: float | None = None,
         beams: int | None = None,
         decoding: str = "thorough", max_new_tokens: int = 32, length_penalty: float = 0.0,
-        scoring: str = "constrained", min_confidence: float | str | None = "auto",
+        scoring: str = DEFAULT_SCORING, min_confidence: float | str | None = "auto",
         calibration: Calibration | None = None,
     ) -> None:
         if mode not in MARGINAL_MODES:
