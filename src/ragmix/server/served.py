@@ -1,0 +1,73 @@
+"""One collection as a server holds it: a reader for requests, a writer for ingestion.
+
+A :class:`~ragmix.store.Collection` keeps one SQLite connection and its
+in-memory views, so requests take turns on the reader (searches take
+milliseconds). Ingestion and deletion go through a second instance, the writer,
+on its own connection: SQLite's WAL lets searches go on while a large upload is
+embedded, and the reader's views catch up with the store's generation at its
+next search.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ragmix.store import Collection
+from ragmix.types import Hit
+
+
+class ServedCollection:
+    """A named collection with its locks; ``uploads`` is where its uploaded files are kept."""
+
+    def __init__(self, name: str, directory: Path, uploads: Path, *, dtype: str) -> None:
+        self.name, self.directory, self.uploads = name, directory, uploads
+        self._dtype = dtype
+        self._reader = Collection.open(directory, dtype=dtype)
+        self._writer: Collection | None = None
+        self._read_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+
+    @contextmanager
+    def reading(self) -> Iterator[Collection]:
+        """The reader, for this thread alone while the block runs."""
+        with self._read_lock:
+            yield self._reader
+
+    @contextmanager
+    def writing(self) -> Iterator[Collection]:
+        """The writer (opened at first use, sharing the reader's encoder), one writer at a time."""
+        with self._write_lock:
+            if self._writer is None:
+                with self.reading() as reader:
+                    encoder = reader.encoder
+                self._writer = Collection.open(self.directory, encoder=encoder, dtype=self._dtype)
+            yield self._writer
+
+    def searcher(self, *, fusion: str, source: str | None,
+                 on_hits: Callable[[list[Hit]], None] | None = None) -> LockedSearch:
+        """What ``RAG`` and ``MarginalRAG`` search, through the reader's lock."""
+        return LockedSearch(self, fusion=fusion, source=source, on_hits=on_hits)
+
+    def close(self) -> None:
+        with self._write_lock, self._read_lock:
+            self._reader.close()
+            if self._writer is not None:
+                self._writer.close()
+
+
+class LockedSearch:
+    """``search(query, k, *, mode)`` on a served collection; ``on_hits`` sees each result."""
+
+    def __init__(self, served: ServedCollection, *, fusion: str, source: str | None,
+                 on_hits: Callable[[list[Hit]], None] | None) -> None:
+        self.served, self.fusion, self.source, self.on_hits = served, fusion, source, on_hits
+
+    def search(self, query: str, k: int, *, mode: str) -> list[Hit]:
+        with self.served.reading() as col:
+            hits = col.search(query, k, mode=mode, fusion=self.fusion, source=self.source)
+        if self.on_hits is not None:
+            self.on_hits(hits)
+        return hits
