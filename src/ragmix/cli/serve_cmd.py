@@ -1,4 +1,4 @@
-"""``ragmix serve``: the HTTP API over one or more collections (``pip install 'ragmix[server]'``)."""
+"""``ragmix serve``: the HTTP API over collections (``pip install 'ragmix[server]'``)."""
 
 from __future__ import annotations
 
