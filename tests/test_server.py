@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote
 
 import pytest
 
@@ -22,6 +25,9 @@ from serving import (  # noqa: E402
     wait_job,
 )
 
+from ragmix.server.answering import answerer  # noqa: E402
+from ragmix.server.sse import AnswerStream  # noqa: E402
+from ragmix.server.worker import Cancelled, GeneratorWorker  # noqa: E402
 from ragmix.testing import ScriptedGenerator  # noqa: E402
 
 NOTE = b"# Glossary\n\nA zorbulator calibrates the flux capacitor every morning.\n"
@@ -76,6 +82,8 @@ def test_a_changed_file_with_the_same_name_replaces_the_old_version(client):
 def test_a_deleted_document_is_never_retrieved_again(client, tmp_path):
     doc_id = ingest(client, {"glossary.md": NOTE})["results"][0]["doc_ids"][0]
     assert search(client, "zorbulator", k=1)[0]["doc_id"] == doc_id
+    got = client.get(f"/v1/collections/notes/documents/{quote(doc_id, safe='')}").json()
+    assert got["doc_id"] == doc_id and got["n_chunks"] == 1
     response = client.delete("/v1/collections/notes/documents", params={"pattern": "*glossary*"})
     assert response.status_code == 200 and response.json() == {"deleted": [doc_id]}
     for mode in ("dense", "bm25", "hybrid"):
@@ -230,6 +238,61 @@ def test_a_generation_error_is_a_problem_as_json_and_an_error_event(tmp_path):
                                        json={**body, "stream": True}).text)
     assert [name for name, _ in events] == ["retrieval", "error"]
     assert events[-1][1]["code"] == "internal_error" and events[-1][1]["status"] == 500
+
+
+def test_concurrent_asks_all_run_on_the_one_generator_thread(tmp_path):
+    gen = _SlowGenerator(ANSWER, delay=0.01)
+    body = {"question": "Who founded Kelm?", "mode": "stuff", "decoding": "free"}
+    with TestClient(make_app(tmp_path, generator=gen)) as client:
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: client.post("/v1/collections/notes/ask",
+                                                          json=body).json()["text"], range(8)))
+    assert answers == [ANSWER] * 8 and gen.threads == {"ragmix-generator"}
+    assert len(gen.prompts) == 8
+
+
+class _NoPassages:
+    def search(self, query, k, *, mode):
+        return []
+
+
+def test_a_closed_stream_stops_its_generation_at_the_next_token():
+    gen = ScriptedGenerator(" ".join(f"w{i}" for i in range(50)))
+    worker = GeneratorWorker(lambda: gen)
+    worker.start()
+    stream = AnswerStream(heartbeat_s=5.0)
+    stream.answering = answerer(_NoPassages(), gen, mode="stuff", decoding="free")
+    pieces = []
+    original = stream.on_token
+
+    def slow_token(piece):
+        time.sleep(0.01)
+        original(piece)
+        pieces.append(piece)
+
+    stream.on_token = slow_token
+
+    async def read_one_then_close():
+        events = stream.events(worker, "question?")
+        first = await events.__anext__()
+        await events.aclose()  # what the server does when the client goes away
+        return first
+
+    assert asyncio.run(read_one_then_close()).startswith("event: token")
+    worker.submit(lambda g: None).result(timeout=5)  # the worker has moved on
+    worker.close()
+    assert 1 <= len(pieces) < 50 and stream.cancelled.is_set()
+
+
+def test_a_task_cancelled_before_its_turn_never_runs():
+    worker = GeneratorWorker(lambda: ScriptedGenerator("x"))
+    cancelled = threading.Event()
+    cancelled.set()
+    future = worker.submit(lambda gen: pytest.fail("ran"), cancelled=cancelled)
+    worker.start()
+    with pytest.raises(Cancelled):
+        future.result(timeout=5)
+    worker.close()
 
 
 @pytest.mark.parametrize("options, says", [
