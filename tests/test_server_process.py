@@ -73,3 +73,24 @@ def test_ragmix_serve_answers_over_http_and_stops_by_pid(tmp_path):
         _stop(process)
     assert process.returncode is not None
     assert "serving notes on http://127.0.0.1" in log.read_text()
+
+
+def test_serve_without_the_server_extra_names_the_pip_install(tmp_path, monkeypatch):
+    import importlib
+
+    from click.testing import CliRunner
+
+    from ragmix.cli.main import cli
+
+    real = importlib.import_module
+
+    def without_uvicorn(name, *args):
+        if name == "uvicorn":
+            raise ImportError("No module named 'uvicorn'")
+        return real(name, *args)
+
+    monkeypatch.setattr("ragmix._extras.importlib.import_module", without_uvicorn)
+    folder = make_collection(tmp_path / "notes")
+    result = CliRunner().invoke(cli, ["serve", "-c", str(folder)])
+    assert result.exit_code == 1
+    assert "install it with: pip install 'ragmix[server]'" in result.output
