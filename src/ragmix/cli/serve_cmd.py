@@ -67,4 +67,5 @@ def serve(collections, host, port, api_keys, generator, data_dir, max_upload_mb,
     names = ", ".join(settings.collections)
     access = f"{len(keys)} API key(s)" if keys else "no keys: open to this machine only"
     err.print(f"[green]serving[/] {names} on http://{host}:{port} ({access}); docs at /docs")
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    # open streams get 10 s to finish on Ctrl-C / SIGTERM, then they are cut
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
