@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_grounded.py docs  [--modes stuff,stuff-grounded,...]
     .venv/bin/python bench/bench_grounded.py squad [--split dev|train] [--limit 300]
                                                    [--generator smollm2|FOLDER] [--key NAME]
+    .venv/bin/python bench/bench_grounded.py speed [--run FOLDER]
 
 ``docs``: the questions of bench/data/docs_qa.jsonl, asked of a collection of
 docs/ built as ``make demo`` builds it (the defaults of ``ragmix index``).
@@ -19,6 +20,14 @@ scored (constrained or raw). Writes bench/results/grounded.json as
 {KEY: {MODE: {"em", "f1", "contains", "answer_recall@5", "s_per_question"}}};
 keys not run keep their rows. Answers are journalled in bench/.work, so a
 rerun after a crash resumes.
+
+``speed`` gathers the issue's cost figures into the "speed" key, each from
+the file that measured it: bf16/fp32 ratios and greedy tokens/s from
+bench/results/dtype.json (bench/bench_dtype.py), the joint training's minutes
+from the run's own record (bench_training.py rag), and grounded against fast
+RAG-Sequence seconds per question on the same 300 dev questions with the same
+trained generator (this bench's squad_trained row and bench_training.py's
+evaluation in training.json).
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ from ragmix.modes import QA_MODES, split_qa_mode  # noqa: E402
 KEYS = ("em", "f1", "contains", "answer_recall@1", "answer_recall@5", "s_per_question")
 DEFAULT_MODES = "stuff,stuff-grounded,rag-sequence-fast,rag-sequence-grounded,rag-token"
 WORK = ROOT / "bench" / ".work"
+TRAINED_RUN = "squad-rag-sequence-k3-s300x4-top10-w128-lr0.001"  # bench_training.py rag's default
 
 
 def docs_setup(args):
@@ -76,7 +86,9 @@ def squad_setup(args):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("task", choices=("docs", "squad"))
+    parser.add_argument("task", choices=("docs", "squad", "speed"))
+    parser.add_argument("--run", type=Path, default=WORK / "runs" / TRAINED_RUN,
+                        help="speed: the joint-training run folder")
     parser.add_argument("--data", type=Path, default=DATA / "squad-open")
     parser.add_argument("--split", choices=("dev", "train"), default="dev")
     parser.add_argument("--limit", type=int, default=300)
@@ -90,6 +102,8 @@ def main() -> None:
     parser.add_argument("--key", help="results key (default from the task, split, generator)")
     parser.add_argument("--suffix", default="", help="appended to each mode's row name")
     args = parser.parse_args()
+    if args.task == "speed":
+        return speed(args)
     modes = args.modes.split(",")
     unknown = sorted(set(modes) - set(QA_MODES))
     if unknown:
@@ -124,6 +138,33 @@ def main() -> None:
     previous = json.loads(path.read_text()) if path.exists() else {}
     kept = {k: v for k, v in previous.items() if k not in ("machine", "measured_at")}
     kept[key] = {**kept.get(key, {}), **rows}
+    print(f"wrote {write_result('grounded.json', kept)}")
+
+
+def speed(args) -> None:
+    """The cost figures, each read from the results file or run record that measured it."""
+    dtype = json.loads((RESULTS / "dtype.json").read_text())
+    run = json.loads((args.run / "ragmix_rag.json").read_text())
+    trained = json.loads((RESULTS / "training.json").read_text())["squad_rag"][args.run.name]
+    path = RESULTS / "grounded.json"
+    previous = json.loads(path.read_text())
+    grounded = previous["squad_trained"]["rag-sequence-grounded"]
+    fast = trained["eval"]
+    row = {"embed_bf16_vs_fp32": dtype["embed_bf16_vs_fp32"],
+           "score_bf16_vs_fp32": dtype["score_bf16_vs_fp32"],
+           "decode_tok_s": {k: dtype["decode_tok_s"][k] for k in ("before", "after")},
+           "train_300_steps_min": round(run["seconds"] / 60, 1),
+           "train_steps": run["steps"],
+           "grounded_vs_fast": round(grounded["s_per_question"] / fast["s_per_question"], 2),
+           "grounded_s_per_question": grounded["s_per_question"],
+           "fast_s_per_question": fast["s_per_question"],
+           "sources": {"dtype": "bench/results/dtype.json (bench/bench_dtype.py)",
+                       "training": f"{args.run.name}/ragmix_rag.json (bench_training.py rag)",
+                       "grounded": "grounded.json squad_trained rag-sequence-grounded",
+                       "fast": f"training.json squad_rag {args.run.name} eval"}}
+    kept = {k: v for k, v in previous.items() if k not in ("machine", "measured_at")}
+    kept["speed"] = row
+    print(json.dumps(row, indent=1))
     print(f"wrote {write_result('grounded.json', kept)}")
 
 

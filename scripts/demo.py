@@ -12,7 +12,12 @@ set_offline_defaults()
 from rich.console import Console  # noqa: E402
 
 from ragmix.cli.progress import RichProgress  # noqa: E402
-from ragmix.cli.render import quote_view, sources_table, token_heatmap  # noqa: E402
+from ragmix.cli.render import (  # noqa: E402
+    confidence_line,
+    quote_view,
+    sources_table,
+    token_heatmap,
+)
 from ragmix.generation import load_generator  # noqa: E402
 from ragmix.marginal.model import MarginalRAG  # noqa: E402
 from ragmix.store import Collection  # noqa: E402
@@ -41,15 +46,19 @@ def main() -> None:
         began = time.perf_counter()
         generator = load_generator("smollm2")
     console.print(f"generator loaded in {time.perf_counter() - began:.1f}s")
-    # Grounded decoding: the answer is a verbatim span of a retrieved passage, and the
-    # demo shows exactly where it stands (see docs/generation.md). RAG-Sequence over the
-    # passages, spans ranked by how much the question raises their probability ("pmi").
-    rag = MarginalRAG(col, generator, mode="rag-sequence", k=3, decoding="grounded",
+    # What `ragmix ask` does by default: RAG-Sequence over k=5 passages, grounded
+    # decoding (the answer is a verbatim span of a retrieved passage, and the demo shows
+    # exactly where it stands; see docs/generation.md), spans ranked by how much the
+    # question raises their probability ("pmi"), and a calibrated confidence below
+    # which the answer says the collection does not say.
+    rag = MarginalRAG(col, generator, mode="rag-sequence", k=5, decoding="grounded",
                       scoring="pmi")
     for question in QUESTIONS:
         console.rule(f"[bold]Q: {question}")
         answer = rag.ask(question)
         console.print(f"[bold]A:[/] {answer.text or '(no span of the passages answers it)'}")
+        if answer.confidence is not None:
+            console.print(confidence_line(answer, rag.min_confidence))
         console.print(quote_view(answer))
         console.print(sources_table(answer))
     # The paper's RAG-Token, decoded freely: each answer token drawn from the mixture over
