@@ -6,7 +6,12 @@ STAMP := $(VENV)/.ragmix-installed
 BENCH_STAMP := $(VENV)/.ragmix-bench
 PIP := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: demo test test-fast venv bench clean
+# The browser test (tests/test_page_browser.py) drives Debian's Chromium through Playwright;
+# Playwright's own browser download fails offline, so it is never `playwright install`.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test test-fast venv bench clean chromium
 
 venv: $(STAMP)
 
@@ -22,8 +27,15 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -q
+
+chromium: $(CHROMIUM)
+
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "the browser test needs Chromium at $(CHROMIUM) (Debian: apt-get install chromium)"; exit 1; }
+	$(SUDO) apt-get update -q
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not models"
