@@ -191,14 +191,17 @@ def test_ask_streams_retrieval_then_tokens_then_final(client, how):
         assert response.headers["cache-control"] == "no-cache"
         events = parse_sse(response.read().decode())
     names = [name for name, _ in events]
-    assert names[0] == "retrieval" and names[-1] == "final"
-    assert set(names[1:-1]) == {"token"}
+    assert names[0] == "retrieval" and names[-2:] == ["citation", "final"]
+    assert set(names[1:-2]) == {"token"}
     retrieval = events[0][1]
     assert retrieval["hits"][0]["doc_id"] == "seed:kelm"
     assert len(retrieval["prior"]) == len(retrieval["hits"]) == 2
     assert "".join(data["text"] for name, data in events if name == "token") == ANSWER
     final = events[-1][1]
     assert final["text"] == ANSWER and final["sources"][0]["doc_id"] == "seed:kelm"
+    citation = events[-2][1]  # the answer cites [1]: that passage, whole
+    assert citation["n"] == 1 and citation["kind"] == "passage"
+    assert citation["doc_id"] == "seed:kelm" and citation["quote"] == retrieval["hits"][0]["text"]
 
 
 class _SlowGenerator(ScriptedGenerator):

@@ -103,6 +103,62 @@ def hits_json(hits: Sequence[Hit]) -> list[dict[str, Any]]:
     return [_finite(asdict(hit)) for hit in hits]
 
 
+def citations(answer: Answer) -> list[dict[str, Any]]:
+    """Where the answer stands: one entry per quote (grounded answers), else per cited [n].
+
+    ``n`` is the 1-based passage number, ``quote`` the cited characters,
+    ``start``/``end`` their offsets in the passage and ``doc_start``/``doc_end``
+    in the document; a cited passage (no quote) is cited whole. An answer that
+    abstains, or cites nothing, has none.
+
+    >>> hit = Hit(7, "kelm.md", "Kelm was founded in 1672.", 1.0, 1.0, 1, start=100, end=125)
+    >>> [c["quote"] for c in citations(Answer("When?", "in 1672", (hit,), cited=(1,)))]
+    ['Kelm was founded in 1672.']
+    """
+    found = []
+    if answer.quotes:
+        for quote in answer.quotes:
+            hit = answer.hits[quote.hit - 1]
+            found.append(_citation(quote.hit, hit, quote.start, quote.end, kind="quote"))
+    else:
+        for n in dict.fromkeys(answer.cited):  # in order, each passage once
+            if 0 < n <= len(answer.hits):
+                found.append(_citation(n, answer.hits[n - 1], 0, len(answer.hits[n - 1].text),
+                                       kind="passage"))
+    return found
+
+
+def _citation(n: int, hit: Hit, start: int, end: int, *, kind: str) -> dict[str, Any]:
+    return {"n": n, "kind": kind, "chunk_id": hit.chunk_id, "doc_id": hit.doc_id,
+            "source": hit.source, "title": hit.title, "quote": hit.text[start:end],
+            "start": start, "end": end, "doc_start": hit.start + start,
+            "doc_end": hit.start + end}
+
+
+def provenance(answer: Answer, *, collection: str) -> dict[str, Any]:
+    """Everything an answer says about where it came from, as one JSON object.
+
+    ``sources`` are all the passages, best first (by posterior when the answer
+    has one), each with its number ``n``, prior p(z|x) and posterior p(z|x,y)
+    (null for stuff answers, which have none); ``citations`` as
+    :func:`citations`; ``tokens`` with ``token_posteriors`` (one row of K per
+    token, in passage order) for rag-token and explained answers.
+    """
+    prior = list(answer.prior) or [hit.prob for hit in answer.hits]
+    order = range(len(answer.hits))
+    if answer.posterior:
+        order = sorted(order, key=lambda i: -answer.posterior[i])
+    sources = [{"n": i + 1, **asdict(answer.hits[i]), "prior": prior[i],
+                "posterior": answer.posterior[i] if answer.posterior else None} for i in order]
+    return _finite({
+        "collection": collection, "mode": answer.mode, "decoding": answer.decoding,
+        "question": answer.question, "sources": sources, "citations": citations(answer),
+        "cited": list(answer.cited), "quotes": [asdict(q) for q in answer.quotes],
+        "confidence": answer.confidence, "abstained": answer.abstained, "guess": answer.guess,
+        "logprob": answer.logprob, "tokens": list(answer.tokens),
+        "token_posteriors": [list(row) for row in answer.token_posteriors]})
+
+
 def _finite(value: Any) -> Any:
     """``value`` with every NaN or infinity replaced by None (JSON has neither).
 

@@ -1,10 +1,12 @@
-"""An answer as Server-Sent Events: ``retrieval``, ``token``..., then ``final`` or ``error``.
+"""An answer as Server-Sent Events: ``retrieval``, ``token``..., ``citation``..., then ``final``.
 
 ``retrieval`` carries the hits and the prior p(z|x) as soon as the passages are
 found; ``token`` a piece of answer text (free "stuff" decoding streams word by
-word, the other decodings send the whole answer once it is decoded); ``final``
-the whole answer (sources, posterior, quotes, confidence), as the JSON ask
-returns it; ``error`` a problem-details body. A ``: heartbeat`` comment goes out
+word, the other decodings send the whole answer once it is decoded);
+``citation`` one cited passage or quote (:func:`~ragmix.server.answering.citations`);
+``final`` the whole answer (sources, posterior, quotes, confidence), as the JSON
+ask returns it; ``error``, instead of the citations and ``final``, a
+problem-details body. A ``: heartbeat`` comment goes out
 while nothing else does, so proxies keep the stream open; a client that goes
 away stops its generation at the next token.
 
@@ -18,10 +20,10 @@ import asyncio
 import json
 import threading
 from collections.abc import AsyncIterator
-from concurrent.futures import Future
+from contextlib import aclosing
 from typing import Any
 
-from ragmix.server.answering import Answering, answer_json, hits_json
+from ragmix.server.answering import Answering, answer_json, citations, hits_json
 from ragmix.server.errors import problem_for
 from ragmix.server.worker import Cancelled, GeneratorWorker
 from ragmix.types import Hit
@@ -66,8 +68,11 @@ class AnswerStream:
         except RuntimeError:  # the event loop is closed: nobody is listening any more
             self.cancelled.set()
 
-    async def events(self, worker: GeneratorWorker, question: str) -> AsyncIterator[str]:
-        """The stream's text: events in order, heartbeats between them while waiting."""
+    async def messages(self, worker: GeneratorWorker,
+                       question: str) -> AsyncIterator[tuple[str, Any]]:
+        """``(event, data)`` in order: ``heartbeat`` (None) while waiting, ``retrieval`` and
+        ``token`` as they come, then each ``citation`` and ``final`` (the :class:`Answer`),
+        or ``error`` (a problem body)."""
         self._loop, self._queue = asyncio.get_running_loop(), asyncio.Queue()
         answering = self.answering
         future = worker.submit(lambda gen: answering.ask(question, on_token=self.on_token),
@@ -78,20 +83,27 @@ class AnswerStream:
                 try:
                     event, data = await asyncio.wait_for(self._queue.get(), self.heartbeat_s)
                 except asyncio.TimeoutError:
-                    yield HEARTBEAT
+                    yield "heartbeat", None
                     continue
                 if event != _DONE:
-                    yield sse(event, data)
+                    yield event, data
                     continue
-                yield _final(data)
+                if data.exception() is not None:
+                    yield "error", problem_for(data.exception())[0]
+                    return
+                answer = data.result()
+                for citation in citations(answer):
+                    yield "citation", citation
+                yield "final", answer
                 return
         finally:  # normal end, or the client went away (the generator is closed)
             self.cancelled.set()
 
-
-def _final(done: Future) -> str:
-    exc = done.exception()
-    if exc is None:
-        return sse("final", answer_json(done.result()))
-    body, _ = problem_for(exc)
-    return sse("error", body)
+    async def events(self, worker: GeneratorWorker, question: str) -> AsyncIterator[str]:
+        """The stream's text: events in order, heartbeats between them while waiting."""
+        async with aclosing(self.messages(worker, question)) as messages:
+            async for event, data in messages:
+                if event == "heartbeat":
+                    yield HEARTBEAT
+                else:
+                    yield sse(event, answer_json(data) if event == "final" else data)
