@@ -25,8 +25,10 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ragmix.server import errors, routes_documents, routes_query
+from ragmix.errors import BadInputError
+from ragmix.server import errors, routes_collections, routes_documents, routes_query
 from ragmix.server.auth import RateLimiter
+from ragmix.server.catalog import CREATED, created_dirs
 from ragmix.server.deps import ServerState
 from ragmix.server.errors import ProblemError, problem, problem_response
 from ragmix.server.jobs import Jobs
@@ -51,6 +53,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.state.ragmix = _state(settings)
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes)
+    app.include_router(routes_collections.router, prefix="/v1", tags=["collections"])
     app.include_router(routes_documents.router, prefix="/v1", tags=["collections"])
     app.include_router(routes_query.router, prefix="/v1", tags=["search and ask"])
     return app
@@ -60,11 +63,21 @@ def _state(settings: ServerSettings) -> ServerState:
     data = settings.data_dir.resolve()
     staging = data / "staging"
     clear_staging(staging)  # what a stopped server left before indexing it
+    created_root = data / CREATED
     served: dict[str, ServedCollection] = {}
     try:
         for name, directory in settings.collections.items():
             served[name] = ServedCollection(name, directory, data / "collections" / name,
                                             dtype=settings.dtype)
+        for directory in created_dirs(created_root):
+            if directory.name in served:
+                raise BadInputError(
+                    f"two collections are both named {directory.name!r}: "
+                    f"{settings.collections[directory.name]} (--collection) and {directory} "
+                    "(created over the API); rename the --collection folder")
+            served[directory.name] = ServedCollection(
+                directory.name, directory, data / "collections" / directory.name,
+                dtype=settings.dtype, created=True)
         jobs = Jobs(data / "jobs")
     except BaseException:
         for opened in served.values():
@@ -74,7 +87,7 @@ def _state(settings: ServerSettings) -> ServerState:
     worker.start()
     limiter = RateLimiter(settings.rate_limit) if settings.rate_limit else None
     return ServerState(settings=settings, collections=served, jobs=jobs, worker=worker,
-                       limiter=limiter, staging=staging)
+                       limiter=limiter, staging=staging, created_root=created_root)
 
 
 @asynccontextmanager

@@ -30,8 +30,8 @@ from pathlib import Path
 
 from ragmix.errors import BadInputError
 
-# read: list, get, search, ask; write: upload and delete documents; admin: manage
-# collections (a later part of the API).
+# read: list, get, search, ask, chat completions; write: upload and delete documents;
+# admin: create and delete collections.
 SCOPES = ("read", "write", "admin")
 ENV_VAR = "RAGMIX_API_KEYS"
 # Shorter keys can be guessed; the fix is printed with the error.

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import Depends, Request
@@ -24,7 +25,11 @@ from ragmix.server.worker import GeneratorWorker
 
 @dataclass
 class ServerState:
-    """What one running app holds, as ``app.state.ragmix`` (the settings keep only key hashes)."""
+    """What one running app holds, as ``app.state.ragmix`` (the settings keep only key hashes).
+
+    ``collections`` is replaced, never changed in place, when one is created or
+    deleted (under ``admin_lock``): a request iterating it sees one version.
+    """
 
     settings: ServerSettings
     collections: dict[str, ServedCollection]
@@ -32,6 +37,8 @@ class ServerState:
     worker: GeneratorWorker
     limiter: RateLimiter | None
     staging: Path
+    created_root: Path  # DATA/created: the collections made over the API
+    admin_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def collection(self, name: str) -> ServedCollection:
         served = self.collections.get(name)

@@ -23,6 +23,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from ragmix.errors import BadInputError, CollectionError, MissingExtraError, RagmixError
+from ragmix.server.catalog import CollectionExistsError
+from ragmix.server.served import CollectionGoneError
 from ragmix.server.uploads import UploadTooLargeError
 from ragmix.server.worker import Cancelled, GeneratorUnavailable
 
@@ -37,6 +39,8 @@ _RAGMIX_STATUSES: tuple[tuple[type[Exception], int, str], ...] = (
     (BadInputError, 422, "bad_input"),
     (MissingExtraError, 501, "missing_extra"),
     (GeneratorUnavailable, 503, "generator_unavailable"),
+    (CollectionGoneError, 404, "unknown_collection"),
+    (CollectionExistsError, 409, "collection_exists"),
     (CollectionError, 409, "collection_conflict"),
     (Cancelled, 503, "cancelled"),
     (RagmixError, 500, "ragmix_error"),

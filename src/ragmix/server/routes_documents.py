@@ -19,7 +19,7 @@ from ragmix.server.uploads import glob_literal, index_upload, remove_kept, stage
 router = APIRouter(responses=problem_responses(401, 403, 404, 413, 422, 429))
 
 
-def _info(served: ServedCollection) -> dict[str, Any]:
+def collection_info(served: ServedCollection) -> dict[str, Any]:
     with served.reading() as col:
         return {"name": served.name, **col.info()}
 
@@ -27,12 +27,12 @@ def _info(served: ServedCollection) -> dict[str, Any]:
 @router.get("/collections", summary="The collections this server serves, with their info")
 def list_collections(request: Request, _: Principal = Depends(requires("read"))):
     server = state(request)
-    return {"collections": [_info(served) for served in server.collections.values()]}
+    return {"collections": [collection_info(served) for served in server.collections.values()]}
 
 
 @router.get("/collections/{name}", summary="One collection's counts, settings and size")
 def get_collection(name: str, request: Request, _: Principal = Depends(requires("read"))):
-    return _info(state(request).collection(name))
+    return collection_info(state(request).collection(name))
 
 
 @router.get("/collections/{name}/documents", summary="Documents, by path or id glob")

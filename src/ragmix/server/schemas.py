@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ragmix.chunking import CHUNKERS
+from ragmix.index import INDEX_KINDS
 from ragmix.modes import (
     ASK_DECODINGS,
     ASK_DEFAULT_MODE,
@@ -14,6 +16,7 @@ from ragmix.modes import (
     SCORINGS,
 )
 from ragmix.retrieval.retrievers import DEFAULT_FUSION, FUSIONS, MODES
+from ragmix.server.catalog import CollectionSpec, check_collection_name, check_encoder_spec
 
 # Bounds on the work one request may ask for. k: passages retrieved (and, for
 # rag-*, decoded against: cost grows with k); a query longer than this is a
@@ -42,9 +45,9 @@ class SearchRequest(_Strict):
                                "document path or id matches this glob.")
 
 
-class AskRequest(_Strict):
-    question: str = Field(min_length=1, max_length=MAX_QUERY_CHARS,
-                          examples=["what does make demo do?"])
+class AskOptions(_Strict):
+    """How to answer: the options of ``ragmix ask``, shared by ask and chat completions."""
+
     mode: Literal[GENERATION_MODES] = Field(
         ASK_DEFAULT_MODE, description="stuff: the top-k passages in one prompt; rag-sequence / "
         "rag-token: the paper's marginals over the passages, sources by posterior.")
@@ -68,8 +71,6 @@ class AskRequest(_Strict):
                                        description="[default: 200 for stuff, 32 for rag-*]")
     explain: bool = Field(False, description="Per-token passage posteriors (rag-* free "
                           "decoding).")
-    stream: bool = Field(False, description="Answer as Server-Sent Events (as does "
-                         "Accept: text/event-stream).")
 
     @field_validator("min_confidence")
     @classmethod
@@ -83,6 +84,45 @@ class AskRequest(_Strict):
         return self.model_dump(include={"mode", "decoding", "retrieval", "k", "tau", "beams",
                                         "scoring", "min_confidence", "max_new_tokens",
                                         "explain"})
+
+
+class AskRequest(AskOptions):
+    question: str = Field(min_length=1, max_length=MAX_QUERY_CHARS,
+                          examples=["what does make demo do?"])
+    stream: bool = Field(False, description="Answer as Server-Sent Events (as does "
+                         "Accept: text/event-stream).")
+
+
+class CreateCollectionRequest(_Strict):
+    """A new, empty collection: its name and the settings of ``ragmix index``."""
+
+    name: str = Field(min_length=1, max_length=64, examples=["team-docs"],
+                      description="1 to 64 letters, digits, '.', '_' or '-', starting with a "
+                      "letter or digit; the collection's name in URLs.")
+    encoder: str = Field("minilm", max_length=40, examples=["hashing-256"],
+                         description="minilm, minilm-int8 (ONNX) or hashing-DIM.")
+    chunker: Literal[tuple(CHUNKERS)] = Field("words", description="words: the paper's "
+                                              "disjoint 100-word passages.")
+    chunk_size: int | None = Field(None, ge=1, le=1_000_000, description="Words (words), "
+                                   "characters (chars) or max characters (recursive).")
+    overlap: int | None = Field(None, ge=0, le=1_000_000, description="words, chars.")
+    index: Literal[INDEX_KINDS] = Field("flat", description="FAISS index type.")
+    index_options: dict[str, int] = Field(
+        default_factory=dict, max_length=8, description="FAISS knobs: M, ef_construction, "
+        "ef_search (hnsw); nlist, nprobe (ivf, ivfpq); m, nbits (ivfpq).")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:  # no separators, no traversal: one folder name
+        return check_collection_name(value)
+
+    @field_validator("encoder")
+    @classmethod
+    def _named_encoder(cls, value: str) -> str:
+        return check_encoder_spec(value)
+
+    def spec(self) -> CollectionSpec:
+        return CollectionSpec(**self.model_dump())
 
 
 class Problem(BaseModel):

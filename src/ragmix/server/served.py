@@ -15,31 +15,49 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ragmix.errors import RagmixError
 from ragmix.store import Collection
 from ragmix.types import Hit
 
 
-class ServedCollection:
-    """A named collection with its locks; ``uploads`` is where its uploaded files are kept."""
+class CollectionGoneError(RagmixError):
+    """The collection was deleted while a request or a job waited for it (HTTP 404)."""
 
-    def __init__(self, name: str, directory: Path, uploads: Path, *, dtype: str) -> None:
+
+class ServedCollection:
+    """A named collection with its locks; ``uploads`` is where its uploaded files are kept.
+
+    ``created``: made over the API (in the data folder), so the API may delete it.
+    """
+
+    def __init__(self, name: str, directory: Path, uploads: Path, *, dtype: str,
+                 created: bool = False) -> None:
         self.name, self.directory, self.uploads = name, directory, uploads
+        self.created = created
         self._dtype = dtype
         self._reader = Collection.open(directory, dtype=dtype)
         self._writer: Collection | None = None
         self._read_lock = threading.Lock()
         self._write_lock = threading.Lock()
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise CollectionGoneError(f"collection {self.name!r} was deleted; "
+                                      "GET /v1/collections lists those served")
 
     @contextmanager
     def reading(self) -> Iterator[Collection]:
         """The reader, for this thread alone while the block runs."""
         with self._read_lock:
+            self._check_open()
             yield self._reader
 
     @contextmanager
     def writing(self) -> Iterator[Collection]:
         """The writer (opened at first use, sharing the reader's encoder), one writer at a time."""
         with self._write_lock:
+            self._check_open()
             if self._writer is None:
                 with self.reading() as reader:
                     encoder = reader.encoder
@@ -52,7 +70,11 @@ class ServedCollection:
         return LockedSearch(self, fusion=fusion, source=source, on_hits=on_hits)
 
     def close(self) -> None:
+        """Close both instances, once what runs on them has finished; later uses fail."""
         with self._write_lock, self._read_lock:
+            if self._closed:
+                return
+            self._closed = True
             self._reader.close()
             if self._writer is not None:
                 self._writer.close()
