@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ragmix import Collection, Document
@@ -92,3 +97,61 @@ def assert_problem(response, status: int, code: str) -> dict:
     assert body["status"] == status and body["code"] == code
     assert body["type"] == f"urn:ragmix:problem:{code}"
     return body
+
+
+STARTUP_S = 60  # importing FastAPI and opening the collection, on a busy 2-core machine
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Terminate by PID; kill if it has not exited after a grace period."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def wait_ready(process: subprocess.Popen, url: str, log: Path):
+    """The first answer of ``url`` from the started server (any status)."""
+    import httpx
+
+    deadline = time.monotonic() + STARTUP_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"ragmix serve exited with {process.returncode}: "
+                                 f"{log.read_text()}")
+        try:
+            return httpx.get(url, timeout=2.0)
+        except httpx.TransportError:  # not listening yet
+            time.sleep(0.2)
+    raise AssertionError(f"ragmix serve did not answer {url} within {STARTUP_S} s")
+
+
+@contextmanager
+def live(app) -> Iterator[str]:
+    """``app`` served by uvicorn on a free loopback port, in a thread: its base URL."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + STARTUP_S
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise AssertionError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)

@@ -1,4 +1,5 @@
-"""Search and ask: ``POST /v1/collections/{name}/search`` and ``.../ask`` (JSON or SSE)."""
+"""Search and ask: ``POST /v1/collections/{name}/search`` and ``.../ask`` (JSON or SSE), and
+``GET /v1/vocabulary``, the names their options take."""
 
 from __future__ import annotations
 
@@ -9,20 +10,75 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from ragmix.server.answering import answer_json, answerer, hits_json
+from ragmix.chunking import CHUNKERS
+from ragmix.index import INDEX_KINDS
+from ragmix.modes import (
+    ASK_DECODINGS,
+    ASK_DEFAULT_MODE,
+    DEFAULT_SCORING,
+    GENERATION_MODES,
+    GROUNDED_MODES,
+    SCORINGS,
+    ask_decoding,
+)
+from ragmix.retrieval.retrievers import DEFAULT_FUSION, FUSIONS, MODES
+from ragmix.server.answering import Answering, answer_json, answerer, hits_json
 from ragmix.server.auth import Principal
-from ragmix.server.deps import requires, state
-from ragmix.server.schemas import AskRequest, SearchRequest, problem_responses
+from ragmix.server.deps import ServerState, requires, state
+from ragmix.server.schemas import (
+    MAX_K,
+    MAX_QUERY_CHARS,
+    AskOptions,
+    AskRequest,
+    SearchRequest,
+    problem_responses,
+)
+from ragmix.server.served import ServedCollection
 from ragmix.server.sse import SSE_HEADERS, AnswerStream
 
 router = APIRouter(responses=problem_responses(401, 403, 404, 413, 422, 429, 501, 503))
 
 _STREAM_DOC = {
     "description": "The answer as JSON; or, with `\"stream\": true` or `Accept: "
-                   "text/event-stream`, Server-Sent Events `retrieval`, `token`..., then "
-                   "`final` or `error`.",
+                   "text/event-stream`, Server-Sent Events `retrieval`, `token`..., "
+                   "`citation`..., then `final`, or `error`.",
     "content": {"text/event-stream": {}},
 }
+
+
+@router.get("/vocabulary", summary="The names the options take: modes, decodings, fusions...")
+def vocabulary():
+    """One vocabulary for the CLI, the API and the page (``ragmix.modes`` and the retrievers');
+    the page builds its selectors from it. Needs no key: it says nothing about the data."""
+    return {
+        "generation_modes": list(GENERATION_MODES),
+        "decodings": list(ASK_DECODINGS),
+        # the decoding each mode gets when none is asked for, and those that can quote
+        "default_decoding": {mode: ask_decoding(mode, None) for mode in GENERATION_MODES},
+        "grounded_modes": list(GROUNDED_MODES),
+        "retrieval_modes": list(MODES),
+        "fusions": list(FUSIONS),
+        "scorings": list(SCORINGS),
+        "chunkers": list(CHUNKERS),
+        "index_kinds": list(INDEX_KINDS),
+        "defaults": {"mode": ASK_DEFAULT_MODE, "retrieval": "hybrid", "fusion": DEFAULT_FUSION,
+                     "scoring": DEFAULT_SCORING, "k": 5},
+        "limits": {"max_k": MAX_K, "max_query_chars": MAX_QUERY_CHARS},
+    }
+
+
+async def prepared(server: ServerState, served: ServedCollection, options: AskOptions, *,
+                   stream: AnswerStream | None = None) -> Answering:
+    """The answerer for ``options`` over ``served``, set up before any response starts, so
+    that options which cannot work are a 422, never an error event in a stream."""
+    generator = await run_in_threadpool(server.worker.generator)
+    searcher = served.searcher(fusion=options.fusion, source=options.source,
+                               on_hits=stream.on_hits if stream is not None else None)
+    answering = await run_in_threadpool(
+        partial(answerer, searcher, generator, **options.answerer_options()))
+    if stream is not None:
+        stream.answering = answering
+    return answering
 
 
 @router.post("/collections/{name}/search", summary="The top-k passages for a query")
@@ -40,18 +96,11 @@ async def ask(name: str, body: AskRequest, request: Request,
               _: Principal = Depends(requires("read"))):
     server = state(request)
     served = server.collection(name)
-    generator = await run_in_threadpool(server.worker.generator)
     if body.stream or "text/event-stream" in request.headers.get("accept", ""):
         stream = AnswerStream(heartbeat_s=server.settings.heartbeat_s)
-        searcher = served.searcher(fusion=body.fusion, source=body.source,
-                                   on_hits=stream.on_hits)
-        # set up before the response starts, so bad options are a 422, not an error event
-        stream.answering = await run_in_threadpool(
-            partial(answerer, searcher, generator, **body.answerer_options()))
+        await prepared(server, served, body, stream=stream)
         return StreamingResponse(stream.events(server.worker, body.question),
                                  media_type="text/event-stream", headers=SSE_HEADERS)
-    searcher = served.searcher(fusion=body.fusion, source=body.source)
-    answering = await run_in_threadpool(
-        partial(answerer, searcher, generator, **body.answerer_options()))
+    answering = await prepared(server, served, body)
     future = server.worker.submit(lambda gen: answering.ask(body.question))
     return answer_json(await asyncio.wrap_future(future))
