@@ -11,8 +11,11 @@ Python::
 The modules: ``settings`` (what a server is started with), ``auth`` (API keys,
 scopes, rate limits), ``errors`` (RFC 9457 problem details), ``jobs``
 (ingestion as job resources), ``uploads`` (where uploaded files are stored),
-``worker`` (the one thread that owns the generator), ``answering`` (request
-options to ``RAG`` / ``MarginalRAG``), ``sse`` (Server-Sent Events), and the
-routes in ``routes_documents`` and ``routes_query``, put together by ``app``.
-Only ``errors``, ``app`` and the routes import FastAPI.
+``catalog`` (collections created over the API), ``worker`` (the one thread that
+owns the generator), ``answering`` (request options to ``RAG`` /
+``MarginalRAG``, and an answer's citations and provenance), ``sse``
+(Server-Sent Events), the routes in ``routes_collections``,
+``routes_documents``, ``routes_query`` and ``chat`` (OpenAI-compatible), and
+``page`` (the web page in ``static/``), put together by ``app``. Only
+``errors``, ``deps``, ``app``, ``page`` and the routes import FastAPI.
 """

@@ -26,7 +26,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ragmix.errors import BadInputError
-from ragmix.server import chat, errors, routes_collections, routes_documents, routes_query
+from ragmix.server import chat, errors, page, routes_collections, routes_documents, routes_query
 from ragmix.server.auth import RateLimiter
 from ragmix.server.catalog import CREATED, created_dirs
 from ragmix.server.deps import ServerState
@@ -57,6 +57,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.include_router(routes_documents.router, prefix="/v1", tags=["collections"])
     app.include_router(routes_query.router, prefix="/v1", tags=["search and ask"])
     app.include_router(chat.router, prefix="/v1", tags=["OpenAI-compatible"])
+    page.install(app)
     return app
 
 
