@@ -49,8 +49,15 @@ __all__ = [
     "parse_citations",
 ]
 
-# The packaged generators, by the name users type (--generator NAME).
-PACKAGED = {"smollm2": load_smollm2}
+# The packaged generators, by the name users type (--generator NAME); lazily, since the
+# reader needs peft.
+def _load_reader(**options):
+    from ragmix.generation.reader import load_smollm2_squad
+
+    return load_smollm2_squad(**options)
+
+
+PACKAGED = {"smollm2": load_smollm2, "smollm2-squad": _load_reader}
 
 
 def load_generator(spec: str = "smollm2", *, dtype: str = "float32") -> Generator:
