@@ -42,9 +42,10 @@ def main() -> None:
         f"{report.added} new, {report.updated} updated, {report.unchanged} unchanged documents, "
         f"{report.chunks} chunks embedded; collection at {directory.relative_to(ROOT)}"
     )
-    with console.status("loading SmolLM2-135M-Instruct (the first time converts it, ~30 s)"):
+    with console.status("loading SmolLM2-135M-Instruct with ragmix's reader adapter "
+                        "(the first time converts it, ~30 s)"):
         began = time.perf_counter()
-        generator = load_generator("smollm2")
+        generator = load_generator("smollm2-squad")
     console.print(f"generator loaded in {time.perf_counter() - began:.1f}s")
     # What `ragmix ask` does by default: RAG-Sequence over k=5 passages, grounded
     # decoding (the answer is a verbatim span of a retrieved passage, and the demo shows

@@ -5,6 +5,11 @@ One place, so a choice offered by ``ragmix ask`` is the one the library accepts.
 
 from __future__ import annotations
 
+# The generator `ragmix ask`, `eval qa`, `serve` and load_generator() use unless told:
+# SmolLM2-135M-Instruct with ragmix's reader adapter, trained on SQuAD train questions
+# (ragmix.generation.reader); "smollm2" is the model as packaged, what training starts from.
+DEFAULT_GENERATOR = "smollm2-squad"
+
 # How the generator uses the passages: all in one prompt ("stuff"), or the paper's
 # two marginals over them (Lewis et al., 2020).
 GENERATION_MODES = ("stuff", "rag-sequence", "rag-token")

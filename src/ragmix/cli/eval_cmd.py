@@ -18,6 +18,8 @@ import re
 from pathlib import Path
 
 import click
+
+from ragmix.modes import DEFAULT_GENERATOR
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -257,8 +259,9 @@ def _journal_path(out_dir: str | Path, mode: str, run_key: dict) -> Path:
 @scoring_option
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Sample N questions.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --limit sample.")
-@click.option("--generator", default="smollm2", show_default=True, envvar="RAGMIX_GENERATOR",
-              help="smollm2 (packaged) or a local Hugging Face model folder.")
+@click.option("--generator", default=DEFAULT_GENERATOR, show_default=True, envvar="RAGMIX_GENERATOR",
+              help="smollm2-squad (SmolLM2 with ragmix's SQuAD reader adapter), smollm2 "
+                   "(as packaged) or a local Hugging Face model folder.")
 @query_encoder_option
 @click.option("--no-generate", is_flag=True, help="Measure answer recall@k only (no generator).")
 @click.option("--regex", is_flag=True, help="Gold answers are regular expressions (CuratedTREC).")

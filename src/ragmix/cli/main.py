@@ -16,6 +16,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 import click
+
+from ragmix.modes import DEFAULT_GENERATOR
 from rich.console import Console
 
 from ragmix._offline import set_offline_defaults
@@ -224,8 +226,9 @@ def search(query, collection_dir, mode, k, source, fusion, as_json, dtype):
 @source_option
 @fusion_option
 @marginal_options
-@click.option("--generator", default="smollm2", show_default=True, envvar="RAGMIX_GENERATOR",
-              help="smollm2 (packaged) or a local Hugging Face model folder.")
+@click.option("--generator", default=DEFAULT_GENERATOR, show_default=True, envvar="RAGMIX_GENERATOR",
+              help="smollm2-squad (SmolLM2 with ragmix's SQuAD reader adapter), smollm2 "
+                   "(as packaged) or a local Hugging Face model folder.")
 @query_encoder_option
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=None,
               help="Answer length cap [default: 200 for stuff, 32 for rag-*].")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import click
+
+from ragmix.modes import DEFAULT_GENERATOR
 from rich.console import Console
 
 from ragmix.cli.options import dtype_option
@@ -21,8 +23,9 @@ err = Console(stderr=True)
               default=None, help="File of API keys, one per line, each optionally followed by "
               "scopes (KEY read,write); also read from $RAGMIX_API_KEYS. None: open, loopback "
               "only.")
-@click.option("--generator", default="smollm2", show_default=True, envvar="RAGMIX_GENERATOR",
-              help="smollm2 (packaged) or a local Hugging Face model folder; loaded at the "
+@click.option("--generator", default=DEFAULT_GENERATOR, show_default=True, envvar="RAGMIX_GENERATOR",
+              help="smollm2-squad (SmolLM2 with ragmix's SQuAD reader adapter), smollm2 "
+                   "(as packaged) or a local Hugging Face model folder; loaded at the "
                    "first question.")
 @click.option("--data-dir", default=".ragmix-serve", show_default=True,
               type=click.Path(file_okay=False), envvar="RAGMIX_SERVE_DATA",

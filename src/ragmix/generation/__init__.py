@@ -49,6 +49,8 @@ __all__ = [
     "parse_citations",
 ]
 
+from ragmix.modes import DEFAULT_GENERATOR  # noqa: E402
+
 # The packaged generators, by the name users type (--generator NAME); lazily, since the
 # reader needs peft.
 def _load_reader(**options):
@@ -60,8 +62,12 @@ def _load_reader(**options):
 PACKAGED = {"smollm2": load_smollm2, "smollm2-squad": _load_reader}
 
 
-def load_generator(spec: str = "smollm2", *, dtype: str = "float32") -> Generator:
-    """A generator by packaged name ("smollm2") or by local model folder.
+def load_generator(spec: str = DEFAULT_GENERATOR, *, dtype: str = "float32") -> Generator:
+    """A generator by packaged name or by local model folder.
+
+    Packaged: "smollm2-squad" (the default: SmolLM2 with ragmix's reader
+    adapter, see :mod:`ragmix.generation.reader`) and "smollm2" (the model as
+    packaged).
 
     A folder is any directory written by ``save_pretrained`` (causal LM or
     seq2seq); nothing is ever downloaded. ``dtype`` is the weights' type, one

@@ -8,6 +8,7 @@ from functools import partial
 from pathlib import Path
 
 from ragmix.errors import BadInputError, CollectionError
+from ragmix.modes import DEFAULT_GENERATOR
 from ragmix.generation.base import Generator
 from ragmix.server.auth import KeyRing, RateLimit
 from ragmix.store.manifest import MANIFEST_NAME
@@ -55,7 +56,7 @@ class ServerSettings:
 
     @classmethod
     def build(cls, collection_dirs: Sequence[str | Path], *, data_dir: str | Path,
-              generator: str | Callable[[], Generator] = "smollm2", keys: KeyRing | None = None,
+              generator: str | Callable[[], Generator] = DEFAULT_GENERATOR, keys: KeyRing | None = None,
               limits: Limits | None = None, rate_limit: RateLimit | None = None,
               heartbeat_s: float = 15.0, dtype: str = "auto") -> ServerSettings:
         """Settings for serving ``collection_dirs``, each under its folder's name.
