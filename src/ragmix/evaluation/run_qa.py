@@ -117,6 +117,7 @@ def evaluate_qa(
     decoding: str = "thorough",
     scoring: str = DEFAULT_SCORING,
     journal: str | Path | None = None,
+    min_confidence: float | str | None = 0.0,
 ) -> QAReport:
     """Answer recall@k for each k in ``recall_ks``, and EM/F1/contains of the answers.
 
@@ -126,7 +127,9 @@ def evaluate_qa(
     over their mixture (:class:`~ragmix.marginal.model.MarginalRAG`, with
     ``tau``, ``beams`` and ``decoding``); ``decoding="grounded"`` answers
     with a verbatim span of the passages (stuff or rag-sequence), its spans
-    scored by ``scoring`` (see :mod:`ragmix.marginal.grounded`). With
+    scored by ``scoring`` (see :mod:`ragmix.marginal.grounded`); they
+    never abstain unless ``min_confidence`` says so ("auto": the shipped
+    calibration's threshold), since EM and F1 judge the answer itself. With
     ``generator=None`` only retrieval is measured. ``regex=True`` treats gold
     answers as CuratedTREC patterns.
 
@@ -144,13 +147,14 @@ def evaluate_qa(
     recorder = _Recorder(searcher, max(ks))
     rag = None if generator is None else _answerer(
         recorder, generator, generation, k=k, mode=mode, max_new_tokens=max_new_tokens, tau=tau,
-        beams=beams, decoding=decoding, scoring=scoring)
+        beams=beams, decoding=decoding, scoring=scoring, min_confidence=min_confidence)
     stage = f"answering ({generation}, {mode})" if rag else f"retrieving ({mode})"
     log = None if journal is None else QAJournal(journal, {
         "mode": mode, "k": k, "recall_ks": ks, "regex": regex, "max_new_tokens": max_new_tokens,
         "generation": generation if rag else None, "tau": tau, "beams": beams,
         "decoding": decoding, "generator": getattr(generator, "name", None),
-        **({"scoring": scoring} if decoding == "grounded" else {})})
+        **({"scoring": scoring} if decoding == "grounded" else {}),
+        **({"min_confidence": min_confidence} if min_confidence not in (None, 0, 0.0) else {})})
     done = {} if log is None else log.done
     if progress is not None:
         progress.start(stage, len(examples))
@@ -199,18 +203,21 @@ def _backfilled(result: QAResult, *, regex: bool) -> QAResult:
 
 
 def _answerer(searcher, generator, generation: str, *, k: int, mode: str, max_new_tokens: int,
-              tau: float | None, beams: int | None, decoding: str, scoring: str):
+              tau: float | None, beams: int | None, decoding: str, scoring: str,
+              min_confidence: float | str | None):
     """Something with ``ask(question) -> Answer`` for the generation mode."""
     if generation == "stuff":
         from ragmix.generation.rag import RAG
 
         return RAG(searcher, generator, k=k, mode=mode, max_new_tokens=max_new_tokens,
-                   grounded=decoding == "grounded", beams=beams or 4, scoring=scoring)
+                   grounded=decoding == "grounded", beams=beams or 4, scoring=scoring,
+                   min_confidence=min_confidence if decoding == "grounded" else None)
     from ragmix.marginal.model import MarginalRAG
 
     return MarginalRAG(searcher, generator, mode=generation, k=k, retrieval=mode, tau=tau,
                        beams=beams, decoding=decoding, max_new_tokens=max_new_tokens,
-                       scoring=scoring)
+                       scoring=scoring,
+                       min_confidence=min_confidence if decoding == "grounded" else None)
 
 
 def _means(results: Sequence[QAResult]) -> dict[str, float]:
