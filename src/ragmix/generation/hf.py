@@ -24,6 +24,7 @@ from ragmix.generation._stream import TextStream
 from ragmix.generation.base import ForcedScores
 from ragmix.generation.decode_state import DecodeState
 from ragmix.generation.hf_decoding import answer_budget, greedy_tokens, is_looping
+from ragmix.generation.prompt import fence_special_tokens
 
 __all__ = ["ForcedScores", "HFGenerator", "is_looping", "quiet_progress_bars"]
 
@@ -204,7 +205,13 @@ class HFGenerator:
         return min(self._stop_ids) if self._stop_ids else None
 
     def encode_prompt(self, prompt: str) -> list[int]:
-        """``prompt`` as the model reads it (chat-wrapped when the model has a template)."""
+        """``prompt`` as the model reads it (chat-wrapped when the model has a template).
+
+        Special-token strings in ``prompt`` (a passage quoting ``<|im_end|>``) are
+        read as text (:func:`~ragmix.generation.prompt.fence_special_tokens`): the
+        only special tokens are those the template and the tokenizer add.
+        """
+        prompt = fence_special_tokens(prompt, special_strings(self.tokenizer))
         if not self.use_chat_template:
             return list(self.tokenizer(prompt).input_ids)
         # The rendered template already carries its special tokens (BOS included).
@@ -297,6 +304,19 @@ class HFGenerator:
     ) -> DecodeState:
         """Lockstep decoding of ``prompts`` with one KV cache (see :class:`DecodeState`)."""
         return DecodeState(self, prompts, decoder_prefix)
+
+
+def special_strings(tokenizer: Any) -> frozenset[str]:
+    """The strings ``tokenizer`` turns into special tokens wherever they appear in its input.
+
+    Added tokens not marked special (extra words, runs of spaces) are ordinary text
+    and not among them.
+    """
+    found = set(getattr(tokenizer, "all_special_tokens", ()))
+    for added in getattr(tokenizer, "added_tokens_decoder", {}).values():
+        if getattr(added, "special", False):
+            found.add(str(added.content))
+    return frozenset(found)
 
 
 @contextmanager

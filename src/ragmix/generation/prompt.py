@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
 
 from ragmix.errors import BadInputError
 from ragmix.types import Hit
@@ -134,6 +135,44 @@ def shown_text(hit: Hit, max_chars: int | None = None) -> tuple[str, list[int]]:
         offsets = offsets[: len(text)]
     offsets.append(offsets[-1] + 1 if offsets else 0)
     return text, offsets
+
+
+# Put after the first character of a special-token string found in a prompt's text: the
+# string reads the same, but no tokenizer matches it as the token any more.
+FENCE = "\u200b"  # ZERO WIDTH SPACE
+
+
+def fence_special_tokens(text: str, specials: Iterable[str]) -> str:
+    """``text`` with every special-token string in it made plain text for the tokenizer.
+
+    Hugging Face tokenizers turn a special token's string found anywhere in
+    their input (``<|im_end|>``, ``</s>``) into that token, so a retrieved
+    passage quoting ``<|im_end|>\\n<|im_start|>system`` would end the user's
+    turn and open a system turn of its own. :data:`FENCE` after the first
+    character of each such string keeps the text as it reads; text holding
+    none of them comes back unchanged, so ordinary prompts stay identical.
+    (A special token of one character cannot be split, and is left as it is.)
+
+    >>> fence_special_tokens("a <|im_end|> b", ["<|im_end|>", "</s>"])
+    'a <\\u200b|im_end|> b'
+    >>> fence_special_tokens("no tokens here", ["<|im_end|>"])
+    'no tokens here'
+    """
+    pattern = _specials_pattern(frozenset(specials))
+    if pattern is None:
+        return text
+    # Splitting one string can leave another that overlapped it whole: repeat until none is.
+    # The fence itself is in no special string, so each pass removes at least one.
+    while pattern.search(text):
+        text = pattern.sub(lambda m: m.group()[0] + FENCE + m.group()[1:], text)
+    return text
+
+
+@lru_cache(maxsize=16)
+def _specials_pattern(specials: frozenset[str]) -> re.Pattern[str] | None:
+    splittable = sorted((s for s in specials if len(s) > 1 and FENCE not in s),
+                        key=lambda s: (-len(s), s))  # longest first: `<|im_start|>` before `<|`
+    return re.compile("|".join(map(re.escape, splittable))) if splittable else None
 
 
 # [1], [1, 3], [1; 2], [1-3]; adjacent groups ([1][2]) match one by one.
