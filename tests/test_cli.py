@@ -223,16 +223,21 @@ def test_ask_streams_and_reports_sources(tmp_path: Path, corpus: Path) -> None:
     assert refused.exit_code == 2 and "--explain needs --mode" in refused.output
 
 
-def test_ask_grounded_quotes_the_span(tmp_path: Path, corpus: Path) -> None:
-    """`ragmix ask --decoding grounded`: the answer is a span of a hit, quoted and highlighted."""
-    pytest = __import__("pytest")
-    pytest.importorskip("transformers")
+def _tiny_bpe_folder(tmp_path: Path) -> Path:
+    """A tiny random byte-level model saved as a folder, for --generator PATH."""
+    __import__("pytest").importorskip("transformers")
     from ragmix.testing import tiny_random_generator
 
     gen = tiny_random_generator(byte_level=True)
     model_dir = tmp_path / "tiny-bpe"
     gen.model.save_pretrained(model_dir)
     gen.tokenizer.save_pretrained(model_dir)
+    return model_dir
+
+
+def test_ask_grounded_quotes_the_span(tmp_path: Path, corpus: Path) -> None:
+    """`ragmix ask --decoding grounded`: the answer is a span of a hit, quoted and highlighted."""
+    model_dir = _tiny_bpe_folder(tmp_path)
     runner = CliRunner()
     col = tmp_path / "col"
     assert _index(runner, col, corpus).exit_code == 0
@@ -274,16 +279,10 @@ def test_quote_view_shows_the_passage_as_written_with_the_span_marked() -> None:
 def test_ask_abstains_below_the_calibrated_confidence(tmp_path: Path, corpus: Path,
                                                       monkeypatch) -> None:
     """A calibration whose confidence is ~0: the answer says so and still lists the passages."""
-    pytest = __import__("pytest")
-    pytest.importorskip("transformers")
+    model_dir = _tiny_bpe_folder(tmp_path)
     from ragmix.generation import load_generator
     from ragmix.marginal.confidence import SIGNALS, Calibration, save_calibration
-    from ragmix.testing import tiny_random_generator
 
-    gen = tiny_random_generator(byte_level=True)
-    model_dir = tmp_path / "tiny-bpe"
-    gen.model.save_pretrained(model_dir)
-    gen.tokenizer.save_pretrained(model_dir)
     n = len(SIGNALS)
     table = tmp_path / "confidence.json"
     save_calibration(Calibration(SIGNALS, (0.0,) * n, (1.0,) * n, (0.0,) * n, -30.0, 0.4),
