@@ -136,6 +136,25 @@ def test_invalid_search_requests_are_422_naming_the_field(tmp_path, body, loc):
     assert problem["errors"][0]["loc"] == loc and problem["detail"].startswith(loc)
 
 
+def test_a_body_that_cannot_be_parsed_is_a_documented_400_problem(tmp_path):
+    # Found by the Schemathesis fuzz: bytes that are not UTF-8 JSON were an undocumented 400.
+    with TestClient(make_app(tmp_path)) as client:
+        paths = client.app.openapi()["paths"]
+        for route in ("/v1/collections/{name}/search", "/v1/collections/{name}/ask",
+                      "/v1/chat/completions", "/v1/collections"):
+            path = route.replace("{name}", "notes")
+            body = assert_problem(client.post(path, content=b"\xb3on\xff",
+                                              headers={"Content-Type": "application/json"}),
+                                  400, "malformed_body")
+            assert "JSON in UTF-8" in body["detail"]
+            assert "400" in paths[route]["post"]["responses"]
+        broken = client.post("/v1/collections/notes/documents", content=b"--x\r\nbroken",
+                             headers={"Content-Type": "multipart/form-data; boundary=x"})
+        assert broken.status_code in (400, 422)  # never a 5xx
+        assert "400" in paths["/v1/collections/{name}/documents"]["post"]["responses"]
+        assert broken.headers["content-type"].startswith("application/problem+json")
+
+
 def test_an_invalid_ask_option_names_the_choices(tmp_path):
     with TestClient(make_app(tmp_path)) as client:
         problem = assert_problem(client.post("/v1/collections/notes/ask",

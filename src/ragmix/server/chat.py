@@ -158,7 +158,8 @@ async def _chunks(stream: AnswerStream, worker: GeneratorWorker, question: str,
 @router.post("/chat/completions", summary="OpenAI-compatible: answer the last user message",
              responses={200: {"description": "A chat.completion; with `\"stream\": true`, "
                               "chat.completion.chunk events, the last with `ragmix`, then "
-                              "`[DONE]`.", "content": {"text/event-stream": {}}}})
+                              "`[DONE]`.", "content": {"text/event-stream": {}}},
+                        **problem_responses(400)})
 async def chat_completions(body: ChatRequest, request: Request,
                            _: Principal = Depends(requires("read"))):
     server = state(request)

@@ -70,8 +70,10 @@ def requires(scope: str):
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
 
-    def check(request: Request,
-              credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
+    # async: a hash and a token bucket take microseconds, so the check runs on the event
+    # loop; a plain def would cost every request a hop to the thread pool and back.
+    async def check(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(
+            _bearer)) -> Principal:
         server = state(request)
         principal = _authenticate(server, credentials, scope, request)
         if server.limiter is not None:

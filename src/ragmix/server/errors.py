@@ -45,7 +45,12 @@ _RAGMIX_STATUSES: tuple[tuple[type[Exception], int, str], ...] = (
     (Cancelled, 503, "cancelled"),
     (RagmixError, 500, "ragmix_error"),
 )
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+_HTTP_CODES = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed",
+               413: "body_too_large"}
+# FastAPI and Starlette answer 400 to a body they cannot parse (bytes that are not UTF-8
+# JSON, a broken multipart): their detail says what, this the fix.
+_MALFORMED_FIX = ("; send the body as /openapi.json describes it: JSON in UTF-8, or "
+                  "multipart/form-data for uploads")
 
 
 class ProblemError(HTTPException):
@@ -84,7 +89,8 @@ def problem_for(exc: Exception) -> tuple[dict[str, Any], dict[str, str]]:
         return problem(422, "validation_error", detail, errors=errors), {}
     if isinstance(exc, HTTPException):
         code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
-        return problem(exc.status_code, code, str(exc.detail)), dict(exc.headers or {})
+        detail = str(exc.detail) + (_MALFORMED_FIX if exc.status_code == 400 else "")
+        return problem(exc.status_code, code, detail), dict(exc.headers or {})
     for kind, status, code in _RAGMIX_STATUSES:
         if isinstance(exc, kind):
             return problem(status, code, str(exc)), {}

@@ -22,7 +22,8 @@ from ragmix.server.served import ServedCollection
 router = APIRouter(responses=problem_responses(401, 403, 404, 409, 422, 429))
 
 
-@router.post("/collections", status_code=201, summary="Create an empty collection")
+@router.post("/collections", status_code=201, summary="Create an empty collection",
+             responses=problem_responses(400, 413))  # a body not parsed, or too large
 def create(body: CreateCollectionRequest, request: Request, response: Response,
            _: Principal = Depends(requires("admin"))):
     server = state(request)

@@ -87,7 +87,8 @@ def _delete(served: ServedCollection, pattern: str, *, exact: str | None) -> lis
 
 
 @router.post("/collections/{name}/documents", status_code=202,
-             summary="Upload files to index; the answer is the ingestion job")
+             summary="Upload files to index; the answer is the ingestion job",
+             responses=problem_responses(400))  # a multipart body that cannot be parsed
 def upload_documents(
     name: str, request: Request, response: Response,
     files: list[UploadFile] = File(..., description="Files to index (.txt .md .html .pdf, "

@@ -7,7 +7,7 @@ import asyncio
 from functools import partial
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from ragmix.chunking import CHUNKERS
@@ -81,17 +81,20 @@ async def prepared(server: ServerState, served: ServedCollection, options: AskOp
     return answering
 
 
-@router.post("/collections/{name}/search", summary="The top-k passages for a query")
+# 400: a body that is not JSON in UTF-8 (FastAPI cannot parse it)
+@router.post("/collections/{name}/search", summary="The top-k passages for a query",
+             responses=problem_responses(400))
 def search(name: str, body: SearchRequest, request: Request,
            _: Principal = Depends(requires("read"))):
     with state(request).collection(name).reading() as col:
         hits = col.search(body.query, body.k, mode=body.retrieval, source=body.source,
                           fusion=body.fusion)
-    return {"hits": hits_json(hits)}
+    # Already plain JSON values: FastAPI's encoder would walk it again (the busiest route)
+    return JSONResponse({"hits": hits_json(hits)})
 
 
 @router.post("/collections/{name}/ask", summary="Answer a question from the collection",
-             responses={200: _STREAM_DOC})
+             responses={200: _STREAM_DOC, **problem_responses(400)})
 async def ask(name: str, body: AskRequest, request: Request,
               _: Principal = Depends(requires("read"))):
     server = state(request)
