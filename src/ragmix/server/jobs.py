@@ -85,6 +85,8 @@ class JobProgress:
     def file_done(self) -> None:
         with self._jobs.lock:
             self._job.progress["files_done"] += 1
+            # on disk too: after a crash the record says how far the job got
+            self._jobs.save_quietly(self._job)
 
 
 class Jobs:
@@ -109,6 +111,7 @@ class Jobs:
                 continue
             if job.status not in FINISHED:
                 job.status, job.error, job.finished = "failed", STOPPED, time.time()
+                job.progress["stage"] = "failed"
                 self._save(job)
             self._jobs[job.id] = job
             if job.idempotency:
@@ -171,11 +174,15 @@ class Jobs:
                 setattr(job, name, value)
             if job.status in FINISHED:
                 job.progress["stage"] = job.status
-            try:
-                self._save(job)
-            except OSError as exc:  # the record in memory is still right
-                log.warning("could not save job %s: %s", job.id, exc)
+            self.save_quietly(job)
             self._changed.notify_all()
+
+    def save_quietly(self, job: Job) -> None:
+        """Write the job's record (under ``lock``); a failed write is logged, not raised."""
+        try:
+            self._save(job)
+        except OSError as exc:  # the record in memory is still right
+            log.warning("could not save job %s: %s", job.id, exc)
 
     def wait(self, job_id: str, *, timeout: float) -> dict[str, Any]:
         """The job's record once it is done or failed (or at ``timeout`` seconds)."""
