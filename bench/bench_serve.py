@@ -23,7 +23,7 @@ per streamed piece, 12 pieces an answer): the bench measures the server, not a m
 
 Results merge into bench/results/serve.json, one key per section (skipped sections, and keys
 others write, such as "batching", keep their values). --dry-run prints without writing.
-A full run takes about 3 minutes on 2 cores.
+A full run takes a few minutes on 2 cores, most of it the 60 s load and the fuzz.
 """
 
 from __future__ import annotations
