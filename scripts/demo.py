@@ -23,12 +23,15 @@ from ragmix.marginal.model import MarginalRAG  # noqa: E402
 from ragmix.store import Collection  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-# SmolLM2-135M is a small model: it answers short factual questions best.
+# SmolLM2-135M is a small model: it answers short factual questions best. The last
+# question is not about ragmix: the answer says the collection does not say.
 QUESTIONS = (
-    "Where is the converted generator cached?",
-    "What is the default generator model?",
-    "Which file formats can ragmix index?",
+    "How do I run ragmix's test suite?",
+    "Which language model writes the answers out of the box?",
+    "How many processes can write to the same collection at once?",
+    "What is the capital of France?",
 )
+RAG_TOKEN_QUESTION = "What is the default generator model?"
 
 
 def main() -> None:
@@ -64,7 +67,7 @@ def main() -> None:
         console.print(sources_table(answer))
     # The paper's RAG-Token, decoded freely: each answer token drawn from the mixture over
     # the passages, and the sources ranked by the posterior p(z|x,y).
-    question = QUESTIONS[1]
+    question = RAG_TOKEN_QUESTION
     console.rule(f"[bold]RAG-Token (free decoding): {question}")
     answer = MarginalRAG(col, generator, mode="rag-token", k=3, max_new_tokens=24).ask(question)
     console.print(answer.text)
