@@ -161,7 +161,9 @@ def speed(args) -> None:
            "sources": {"dtype": "bench/results/dtype.json (bench/bench_dtype.py)",
                        "training": f"{args.run.name}/ragmix_rag.json (bench_training.py rag)",
                        "grounded": "grounded.json squad_trained rag-sequence-grounded",
-                       "fast": f"training.json squad_rag {args.run.name} eval"}}
+                       "fast": f"training.json squad_rag {args.run.name} eval (the run "
+                               "that last wrote that row: same settings and seed, the same "
+                               "300 dev questions)"}}
     kept = {k: v for k, v in previous.items() if k not in ("machine", "measured_at")}
     kept["speed"] = row
     print(json.dumps(row, indent=1))
