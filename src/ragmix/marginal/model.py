@@ -43,7 +43,13 @@ class MarginalRAG:
     token ids, teacher-forced scores and lockstep decoding, such as a local
     Hugging Face model (:class:`~ragmix.generation.hf.HFGenerator`).
 
-    With ``load_generator()`` (SmolLM2) the answers make sense; the tiny random
+    ``decoding="grounded"`` answers with a verbatim span of the passages
+    (:mod:`ragmix.marginal.grounded_answer`), with a calibrated ``confidence``
+    where ragmix has a calibration for the generator; below ``min_confidence``
+    ("auto": the calibration's threshold, 0: never) the answer abstains
+    (:mod:`ragmix.marginal.confidence`).
+
+    With ``load_generator()`` (smollm2-squad) the answers make sense; the tiny random
     model here only shows what an answer carries:
 
     >>> import tempfile
