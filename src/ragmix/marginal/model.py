@@ -124,7 +124,6 @@ class MarginalRAG:
         if not hits:
             return Answer(question, "", (), mode=self.mode)
         gen = self.generator
-        prompts = [gen.encode_prompt(build_passage_prompt(question, h)) for h in hits]
         scores = torch.tensor([h.score for h in hits], dtype=torch.float64)
         doc_lp = doc_logprobs(scores, self.tau)  # (K,)
         if self.decoding == "grounded":
@@ -135,6 +134,7 @@ class MarginalRAG:
             if on_token is not None and answer.text:
                 on_token(answer.text)
             return answer
+        prompts = [gen.encode_prompt(build_passage_prompt(question, h)) for h in hits]
         options = dict(max_new_tokens=self.max_new_tokens, beams=self.beams,
                        length_penalty=self.length_penalty)
         if self.mode == "rag-token":
