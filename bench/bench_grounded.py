@@ -16,7 +16,8 @@ questions that the joint-training bench never trains on (seed 1, as its
 Modes are ``eval qa``'s (MODE[-DECODING], see ragmix.modes), k=5 hybrid
 passages, SmolLM2 frozen unless ``--generator`` names a trained folder; every
 mode answers the same questions. ``--scoring`` picks how grounded spans are
-scored (constrained or raw). Writes bench/results/grounded.json as
+scored (constrained, raw, mean or pmi), ``--prompt`` grounded RAG-Sequence's
+prompt style (copy, answer, few-shot). Writes bench/results/grounded.json as
 {KEY: {MODE: {"em", "f1", "contains", "answer_recall@5", "s_per_question"}}};
 keys not run keep their rows. Answers are journalled in bench/.work, so a
 rerun after a crash resumes.
@@ -48,6 +49,8 @@ from _common import DATA, RESULTS, ROOT, require_data, write_result  # noqa: E40
 from ragmix.encoders import canonical_name  # noqa: E402
 from ragmix.evaluation.datasets import load_qa  # noqa: E402
 from ragmix.evaluation.run_qa import evaluate_qa, sample_questions  # noqa: E402
+from ragmix.generation import prompt as prompt_module  # noqa: E402
+from ragmix.generation.prompt import DEFAULT_GROUNDED_PROMPT, GROUNDED_PROMPT_STYLES  # noqa: E402
 from ragmix.modes import QA_MODES, split_qa_mode  # noqa: E402
 
 KEYS = ("em", "f1", "contains", "answer_recall@1", "answer_recall@5", "s_per_question")
@@ -95,6 +98,8 @@ def main() -> None:
     parser.add_argument("--modes", default=DEFAULT_MODES)
     parser.add_argument("--generator", default="smollm2")
     parser.add_argument("--scoring", choices=("constrained", "raw", "mean", "pmi"), default="constrained")
+    parser.add_argument("--prompt", choices=GROUNDED_PROMPT_STYLES, default=DEFAULT_GROUNDED_PROMPT,
+                        help="grounded RAG-Sequence's prompt style (ragmix.generation.prompt)")
     parser.add_argument("--beams", type=int, default=None,
                         help="default: 4 for grounded and rag-sequence, 1 for rag-token")
     parser.add_argument("-k", type=int, default=5)
@@ -113,6 +118,7 @@ def main() -> None:
     from ragmix.generation import load_generator
     from rich.console import Console
 
+    prompt_module.DEFAULT_GROUNDED_PROMPT = args.prompt  # read at each prompt's build
     col, questions, key = (docs_setup if args.task == "docs" else squad_setup)(args)
     generator = load_generator(args.generator)
     rows = {}
@@ -127,7 +133,8 @@ def main() -> None:
             row = {name: round(report.metrics[name], 4) for name in KEYS if name in report.metrics}
             row.update({"questions": len(questions), "k": args.k, "beams": args.beams,
                         "generator": args.generator, "max_new_tokens": args.max_new_tokens,
-                        **({"scoring": args.scoring} if decoding == "grounded" else {}),
+                        **({"scoring": args.scoring, "prompt": args.prompt}
+                           if decoding == "grounded" else {}),
                         "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
                         "examples": [{"question": r.question, "answers": list(r.answers[:2]),
                                       "prediction": r.prediction} for r in report.results[:6]]})

@@ -16,6 +16,7 @@ from ragmix.generation.prompt import (
     build_prompt,
     fence_special_tokens,
 )
+from ragmix.errors import BadInputError
 from ragmix.types import Hit
 
 CHATML = ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]
@@ -168,3 +169,15 @@ def test_a_passage_does_not_change_the_instructions_or_the_turns(generator):
         user_turn = shown.split("<|im_start|>user\n", 1)[1]
         assert user_turn.startswith(INSTRUCTION)
         assert "PwnBot" in user_turn  # the passage is there, as text inside the user's turn
+
+
+def test_grounded_prompt_styles_differ_only_before_the_passage():
+    from ragmix.generation.prompt import GROUNDED_PROMPT_STYLES
+    hit = Hit(chunk_id=0, doc_id="d", text="Paris is the capital.", score=1.0, prob=1.0, rank=1)
+    prompts = {s: build_grounded_passage_prompt("Where?", hit, s) for s in GROUNDED_PROMPT_STYLES}
+    assert len(set(prompts.values())) == len(prompts)
+    for text in prompts.values():
+        assert text.endswith("Passage: Paris is the capital.\n\nQuestion: Where?")
+    assert prompts["few-shot"].count("Answer: ") == 3
+    with pytest.raises(BadInputError, match="few-shot"):
+        build_grounded_passage_prompt("Where?", hit, "chatty")

@@ -76,8 +76,35 @@ def build_passage_prompt(question: str, hit: Hit) -> str:
     return _passage_prompt(PASSAGE_INSTRUCTION, question, hit)
 
 
-def build_grounded_passage_prompt(question: str, hit: Hit) -> str:
+# Worked examples for the "few-shot" style: three SQuAD *train* questions (never dev),
+# short passages, answers copied from them (a place, a name, a number).
+FEW_SHOT_EXAMPLES = (
+    ("Sony Music Entertainment", "In 1989, CBS Records re-entered the music publishing "
+     "business by acquiring Nashville music publisher Tree International Publishing for more "
+     "than $30 million.", "In what city was Tree International Publishing located?",
+     "Nashville"),
+    ("The Times", "Times Atlases have been produced since 1895. They are currently produced "
+     "by the Collins Bartholomew imprint of HarperCollins Publishers. The flagship product is "
+     "The Times Comprehensive Atlas of the World.", "What publisher prints The Times atlas?",
+     "HarperCollins Publishers"),
+    ("American Idol", "Changes this season include only airing one episode a week during the "
+     "final ten. Coca Cola ended their longtime sponsorship of the show and Ford Motor Company "
+     "maintained a reduced role.", "Starting this season, how many episodes of Idol aired "
+     "every week?", "one"),
+)
+# The grounded RAG-Sequence prompt's styles, compared on SQuAD train questions and the
+# docs QA set by bench/bench_grounded.py --prompt (BENCHMARKS.md, "Grounded answers").
+GROUNDED_PROMPT_STYLES = ("copy", "answer", "few-shot")
+DEFAULT_GROUNDED_PROMPT = "copy"
+
+
+def build_grounded_passage_prompt(question: str, hit: Hit, style: str | None = None) -> str:
     """The prompt for one (question, passage) pair under grounded decoding.
+
+    ``style`` (default :data:`DEFAULT_GROUNDED_PROMPT`): ``copy`` asks for words
+    copied from the passage; ``answer`` is RAG-Sequence's free prompt, the one
+    the generator is jointly trained on; ``few-shot`` is ``copy`` after the
+    worked examples of :data:`FEW_SHOT_EXAMPLES`.
 
     >>> hit = Hit(chunk_id=0, doc_id="d", text="Paris is the capital.", score=1.0,
     ...           prob=1.0, rank=1, title="France")
@@ -88,7 +115,18 @@ def build_grounded_passage_prompt(question: str, hit: Hit) -> str:
     <BLANKLINE>
     Question: What is the capital of France?
     """
-    return _passage_prompt(GROUNDED_PASSAGE_INSTRUCTION, question, hit)
+    style = DEFAULT_GROUNDED_PROMPT if style is None else style
+    if style == "copy":
+        return _passage_prompt(GROUNDED_PASSAGE_INSTRUCTION, question, hit)
+    if style == "answer":
+        return _passage_prompt(PASSAGE_INSTRUCTION, question, hit)
+    if style == "few-shot":
+        examples = "\n\n".join(f"Passage: ({title}) {text}\n\nQuestion: {q}\nAnswer: {a}"
+                               for title, text, q, a in FEW_SHOT_EXAMPLES)
+        instruction = f"{GROUNDED_PASSAGE_INSTRUCTION}\n\n{examples}"
+        return _passage_prompt(instruction, question, hit)
+    raise BadInputError(
+        f"grounded prompt style must be one of {GROUNDED_PROMPT_STYLES}, got {style!r}")
 
 
 def _passage_prompt(instruction: str, question: str, hit: Hit) -> str:
