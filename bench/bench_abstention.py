@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_abstention.py [--fit 160] [--test 100] [--mode rag-sequence]
                                                [--scoring pmi] [--generator smollm2]
+                                               [--prompt copy|answer|few-shot]
 
 Unanswerable questions are asked of a copy of the SQuAD-open collection from
 which whole articles were deleted; answerable ones come from articles kept.
@@ -43,6 +44,8 @@ set_offline_defaults()
 from _common import DATA, RESULTS, ROOT, require_data, write_result  # noqa: E402
 
 from ragmix.encoders import canonical_name  # noqa: E402
+from ragmix.generation import prompt as prompt_module  # noqa: E402
+from ragmix.generation.prompt import DEFAULT_GROUNDED_PROMPT, GROUNDED_PROMPT_STYLES  # noqa: E402
 
 WORK = ROOT / "bench" / ".work"
 FIT_ARTICLES = 20
@@ -113,7 +116,8 @@ def answer_all(col, generator, items, args, split: str) -> list[dict]:
     else:
         rag = MarginalRAG(col, generator, mode=args.mode, k=5, decoding="grounded",
                           scoring=args.scoring, min_confidence=0)
-    settings = json.dumps([split, args.mode, args.scoring, args.generator, args.seed])
+    settings = json.dumps([split, args.mode, args.scoring, args.generator, args.seed]
+                          + ([] if args.prompt == "copy" else [args.prompt]))
     journal = WORK / f"abstention-{hashlib.sha1(settings.encode()).hexdigest()[:10]}.jsonl"
     done = {}
     if journal.exists():
@@ -194,10 +198,13 @@ def main() -> None:
     parser.add_argument("--scoring", choices=("constrained", "raw", "mean", "pmi"),
                         default="pmi")
     parser.add_argument("--generator", default="smollm2")
+    parser.add_argument("--prompt", choices=GROUNDED_PROMPT_STYLES, default=DEFAULT_GROUNDED_PROMPT,
+                        help="grounded RAG-Sequence's prompt style (ragmix.generation.prompt)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-save", action="store_true",
                         help="do not write the calibration into ragmix's confidence.json")
     args = parser.parse_args()
+    prompt_module.DEFAULT_GROUNDED_PROMPT = args.prompt  # read at each prompt's build
 
     from ragmix.generation import load_generator
     from ragmix.marginal.confidence import save_calibration
@@ -210,13 +217,15 @@ def main() -> None:
         calibration = fit(fit_rows)
         test_rows = answer_all(col, generator, test_items, args, "test")
     command = (f"bench/bench_abstention.py --fit {args.fit} --test {args.test} --mode "
-               f"{args.mode} --scoring {args.scoring} --generator {args.generator}")
+               f"{args.mode} --scoring {args.scoring} --generator {args.generator} "
+               f"--prompt {args.prompt}")
     calibration = type(calibration)(**{**calibration.__dict__, "fitted_on": (
         f"{args.fit} SQuAD train questions (half unanswerable), {command}")})
     if not args.no_save:
         save_calibration(calibration, generator.name, args.mode, args.scoring)
     row = {**score(test_rows, calibration), "threshold": calibration.threshold,
            "fit": score(fit_rows, calibration), "mode": args.mode, "scoring": args.scoring,
+           "prompt": args.prompt,
            "generator": args.generator, "deleted_articles": len(deleted),
            "weights": dict(zip(calibration.features, map(lambda w: round(w, 3),
                                                          calibration.weights)))}
