@@ -38,9 +38,8 @@ import fcntl
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
-from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -59,16 +58,18 @@ from ragmix.retrieval.retrievers import (
     HybridRetriever,
     Retriever,
 )
+from ragmix.store.backend import DocumentRow, PassageIndex, StoreBackend
+from ragmix.store.embedded import REFINED_KINDS, STORE_FILE, EmbeddedBackend
 from ragmix.store.ingest import COMMIT_CHUNKS, IndexReport, Progress, ingest
 from ragmix.store.manifest import MANIFEST_NAME, Manifest
-from ragmix.store.sqlite_store import DocumentRow, SqliteStore
-from ragmix.store.views import Views
 from ragmix.types import Document, Hit, ScoredId, Skipped
 
-# Index kinds whose scores come from compressed codes; their dense hits are re-scored
-# exactly with the embeddings kept in SQLite.
-REFINED_KINDS = ("ivfpq",)
-STORE_FILE = "store.sqlite"
+if TYPE_CHECKING:
+    from ragmix.store.sqlite_store import SqliteStore
+    from ragmix.store.views import Views
+
+__all__ = ["MODES", "REFINED_KINDS", "STORE_FILE", "BoundSearch", "Collection",
+           "check_encoder_name"]
 LOCK_FILE = ".lock"
 
 
@@ -85,19 +86,49 @@ def check_encoder_name(directory: Path, spec: str) -> None:
 
 
 class Collection:
-    """Documents indexed for dense, BM25 and hybrid search; see the module docstring."""
+    """Documents indexed for dense, BM25 and hybrid search; see the module docstring.
+
+    Its storage and search go through ``backend`` (a :class:`StoreBackend`), by
+    default the embedded one in ``directory``.
+    """
 
     def __init__(self, directory: Path, manifest: Manifest, encoder: Encoder | None,
-                 *, dtype: str = "float32") -> None:
+                 *, dtype: str = "float32", backend: StoreBackend | None = None) -> None:
         self.directory = directory
         self.manifest = manifest
         self._encoder = encoder
         self._dtype = dtype  # for the encoder the manifest names, when it is loaded
         # A fine-tuned query tower (ragmix train rag) searching the frozen passage index.
         self.query_encoder: Encoder | None = None
-        self.store = SqliteStore(directory / STORE_FILE)
+        if backend is not None and backend.dim != manifest.dim:
+            raise EncoderMismatchError(
+                f"the backend {backend!r} holds vectors of dim {backend.dim}, the manifest's "
+                f"encoder {manifest.encoder!r} has dim {manifest.dim}; give a backend of "
+                f"dim {manifest.dim}")
+        self.backend: StoreBackend = (EmbeddedBackend.for_manifest(directory, manifest)
+                                      if backend is None else backend)
         self.chunker: Chunker = chunker_from_settings(manifest.chunker)
-        self.views = Views(directory, self.store, manifest.index, manifest.bm25, manifest.dim)
+
+    @property
+    def store(self) -> SqliteStore:
+        """The embedded backend's SQLite store (embedded collections only; see ``backend``)."""
+        return self._embedded().store
+
+    @property
+    def views(self) -> Views:
+        """The embedded backend's FAISS and BM25 views (embedded collections only)."""
+        return self._embedded().views
+
+    def _embedded(self) -> EmbeddedBackend:
+        if not isinstance(self.backend, EmbeddedBackend):
+            raise CollectionError(
+                f"collection {str(self.directory)!r} is stored in {self.backend!r}, which has "
+                "no SQLite store or FAISS views; use the StoreBackend methods of col.backend")
+        return self.backend
+
+    def passage_index(self) -> PassageIndex:
+        """The passages as training reads them: texts, embeddings and dense search."""
+        return self.backend
 
     # -- opening ----------------------------------------------------------------
     @classmethod
@@ -187,7 +218,7 @@ class Collection:
         return cls.create(directory, **create_options)
 
     def close(self) -> None:
-        self.store.close()
+        self.backend.close()
 
     def __enter__(self) -> Collection:
         return self
@@ -230,20 +261,21 @@ class Collection:
         if commit_chunks <= 0:
             raise BadInputError(f"commit_chunks must be > 0, got {commit_chunks}")
         with self._write_lock():
-            report = ingest(documents, self.store, self.chunker, lambda: self.encoder, progress,
-                            commit_chunks=commit_chunks)
+            report = ingest(documents, self.backend, self.chunker, lambda: self.encoder,
+                            progress, commit_chunks=commit_chunks)
             if progress is not None:
                 progress.start("updating indexes", None)
-            self.views.refresh(persist=True)
+            self.backend.refresh()
         return report
 
     def delete(self, patterns: Sequence[str]) -> list[str]:
         """Delete documents whose id or source matches any glob; returns their ids."""
         with self._write_lock():
-            doc_ids = sorted({d.doc_id for p in patterns for d in self.store.documents(p)})
+            doc_ids = sorted({d.doc_id for p in patterns for d in self.backend.documents(p)})
             if doc_ids:
-                self.store.delete_documents(doc_ids)
-            self.views.refresh(persist=True)
+                with self.backend.batch() as batch:
+                    batch.delete(doc_ids)
+            self.backend.refresh()
         return doc_ids
 
     @contextmanager
@@ -266,19 +298,15 @@ class Collection:
         self, mode: str = "hybrid", *, fusion: str = DEFAULT_FUSION, rrf_k: int = 60,
         dense_weight: float = 0.5, depth: int = 100,
     ) -> Retriever:
-        """The retriever for ``mode`` over this collection's views."""
+        """The retriever for ``mode`` over this collection's backend."""
         if mode not in MODES:
             raise BadInputError(f"mode must be one of {MODES}, got {mode!r}")
         if mode == "bm25":
-            return BM25Retriever(self.views.bm25(persist=False))
-        index = self.views.dense(persist=False)
-        exact = None
-        if index.kind in REFINED_KINDS:  # lossy codes: re-score a shortlist from SQLite
-            exact = partial(self.store.embeddings, dim=self.manifest.dim)
-        dense = DenseRetriever(self.query_encoder or self.encoder, index, exact_vectors=exact)
+            return BM25Retriever(_KeywordSearch(self.backend))
+        dense = DenseRetriever(self.query_encoder or self.encoder, _VectorSearch(self.backend))
         if mode == "dense":
             return dense
-        sparse = BM25Retriever(self.views.bm25(persist=False))
+        sparse = BM25Retriever(_KeywordSearch(self.backend))
         return HybridRetriever(dense, sparse, fusion=fusion, rrf_k=rrf_k,
                                dense_weight=dense_weight, depth=depth)
 
@@ -294,7 +322,7 @@ class Collection:
             raise BadInputError("query must not be empty")
         if k <= 0:
             raise BadInputError(f"k must be > 0, got {k}")
-        allowed = self.store.chunk_ids_for_source(source) if source else None
+        allowed = self.backend.chunk_ids(source) if source else None
         if allowed is not None and len(allowed) == 0:
             return []
         retriever = self.retriever(mode, fusion=fusion, dense_weight=dense_weight)
@@ -312,7 +340,7 @@ class Collection:
         """Materialise ranked chunk ids into :class:`Hit` values with p(z|x)."""
         if not scored:
             return []
-        rows = self.store.chunk_rows([s.chunk_id for s in scored])
+        rows = self.backend.chunk_rows([s.chunk_id for s in scored])
         # a chunk deleted by another process since the search is dropped before p(z|x)
         scored = [s for s in scored if s.chunk_id in rows]
         probs = softmax_probs(np.array([s.score for s in scored]), temperature=temperature)
@@ -324,16 +352,16 @@ class Collection:
         ]
 
     def documents(self, pattern: str = "*") -> list[DocumentRow]:
-        return self.store.documents(pattern)
+        return self.backend.documents(pattern)
 
     def info(self) -> dict[str, Any]:
         """Counts, settings and size on disk, for ``ragmix info``."""
         size = sum(p.stat().st_size for p in self.directory.rglob("*") if p.is_file())
         return {
             "path": str(self.directory.resolve()),
-            "documents": self.store.count_documents(),
-            "chunks": self.store.count_chunks(),
-            "generation": self.store.generation,
+            "documents": self.backend.count_documents(),
+            "chunks": self.backend.count_chunks(),
+            "generation": self.backend.generation,
             "disk_bytes": size,
             **asdict(self.manifest),
         }
@@ -347,3 +375,25 @@ class BoundSearch:
 
     def search(self, query: str, k: int, *, mode: str) -> list[Hit]:
         return self.collection.search(query, k, mode=mode, fusion=self.fusion, source=self.source)
+
+
+class _VectorSearch:
+    """A backend's vector search as the ``search`` a DenseRetriever calls on its index."""
+
+    def __init__(self, backend: StoreBackend) -> None:
+        self.backend = backend
+
+    def search(self, queries: np.ndarray, k: int, *,
+               allowed_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        return self.backend.vector_search(queries, k, allowed_ids=allowed_ids)
+
+
+class _KeywordSearch:
+    """A backend's keyword search as the ``search`` a BM25Retriever calls on its index."""
+
+    def __init__(self, backend: StoreBackend) -> None:
+        self.backend = backend
+
+    def search(self, query: str, k: int, *,
+               allowed_ids: np.ndarray | None = None) -> list[ScoredId]:
+        return self.backend.keyword_search(query, k, allowed_ids=allowed_ids)

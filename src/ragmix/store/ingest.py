@@ -9,7 +9,7 @@ from typing import Protocol
 
 from ragmix.chunking.base import Chunker
 from ragmix.encoders.base import Encoder
-from ragmix.store.sqlite_store import SqliteStore
+from ragmix.store.backend import StoreBackend
 from ragmix.types import Chunk, Document, Skipped
 
 # Chunks embedded and committed per transaction: small enough that a crash
@@ -39,7 +39,7 @@ class IndexReport:
 
 def ingest(
     items: Iterable[Document | Skipped],
-    store: SqliteStore,
+    store: StoreBackend,
     chunker: Chunker,
     encoder: Callable[[], Encoder],
     progress: Progress | None = None,
@@ -49,10 +49,10 @@ def ingest(
     """Chunk, embed and store every new or changed document; skip unchanged ones.
 
     ``encoder`` is a thunk so that a run with nothing to do never loads a model.
-    Each commit holds whole documents, so a crash never leaves half a document.
+    Each commit (one batch of ``store``) holds whole documents, so a crash never
+    leaves half a document.
     """
     began = time.perf_counter()
-    known = store.content_hashes()
     skipped: list[Skipped] = []
     latest: dict[str, Document] = {}
     if progress is not None:
@@ -65,6 +65,8 @@ def ingest(
         else:
             latest.pop(item.doc_id, None)
             latest[item.doc_id] = item  # a later duplicate id wins, in the later position
+    known = {doc_id: row.content_hash
+             for doc_id, row in store.get_documents(list(latest)).items()}
     todo: dict[str, tuple[Document, list[Chunk]]] = {}
     unchanged = 0
     for doc in latest.values():
@@ -95,7 +97,7 @@ def ingest(
 
 def _embed_and_commit(
     work: list[tuple[Document, list[Chunk]]],
-    store: SqliteStore,
+    store: StoreBackend,
     encoder: Encoder,
     n_chunks: int,
     progress: Progress | None,
@@ -115,13 +117,14 @@ def _embed_and_commit(
         _commit(batch, store, encoder, progress)
 
 
-def _commit(batch, store: SqliteStore, encoder: Encoder, progress: Progress | None) -> None:
-    texts = [c.text for _, chunks in batch for c in chunks]
+def _commit(work: list[tuple[Document, list[Chunk]]], store: StoreBackend, encoder: Encoder,
+            progress: Progress | None) -> None:
+    texts = [c.text for _, chunks in work for c in chunks]
     vectors = encoder.encode_documents(texts)  # (n, dim)
-    items, offset = [], 0
-    for doc, chunks in batch:
-        items.append((doc, chunks, vectors[offset : offset + len(chunks)]))
-        offset += len(chunks)
-    store.replace_documents(items)
+    offset = 0
+    with store.batch() as batch:  # embedded before: the batch holds the write lock briefly
+        for doc, chunks in work:
+            batch.put(doc, chunks, vectors[offset : offset + len(chunks)])
+            offset += len(chunks)
     if progress is not None:
         progress.advance("embedding", len(texts))

@@ -19,7 +19,8 @@ import numpy as np
 from ragmix.encoders import load_encoder
 from ragmix.encoders.base import Encoder
 from ragmix.errors import CollectionError
-from ragmix.store.collection import STORE_FILE, Collection
+from ragmix.store.collection import Collection
+from ragmix.store.embedded import STORE_FILE
 from ragmix.store.ingest import COMMIT_CHUNKS, Progress
 from ragmix.store.manifest import MANIFEST_NAME, Manifest
 from ragmix.store.sqlite_store import SqliteStore
@@ -89,7 +90,7 @@ def reembed(source: str | Path, target: str | Path, encoder: Encoder | str, *,
     try:
         if progress is not None:
             progress.start("updating indexes", None)
-        col.views.refresh(persist=True)
+        col.backend.refresh()
     except BaseException:
         col.close()
         raise

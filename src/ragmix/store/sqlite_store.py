@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ragmix.errors import CollectionError
+from ragmix.store.backend import ChunkNotFoundError, ChunkRow, DocumentRow, checked_vectors
 from ragmix.types import Chunk, Document
+
+__all__ = ["ChunkRow", "DocumentRow", "SqliteBatch", "SqliteStore"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -43,31 +45,7 @@ CREATE TABLE IF NOT EXISTS chunks (
 );
 CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id);
 """
-
-
-@dataclass(frozen=True)
-class ChunkRow:
-    """A stored chunk joined with its document's title and source."""
-
-    chunk_id: int
-    doc_id: str
-    text: str
-    start: int
-    end: int
-    title: str
-    source: str
-
-
-@dataclass(frozen=True)
-class DocumentRow:
-    """A stored document's metadata (its text lives in its chunks)."""
-
-    doc_id: str
-    source: str
-    title: str
-    mtime: float
-    content_hash: str
-    n_chunks: int
+_MAX_PARAMS = 900  # bound parameters per query: SQLite builds before 3.32 cap them at 999
 
 
 class SqliteStore:
@@ -85,10 +63,6 @@ class SqliteStore:
     def generation(self) -> int:
         row = self._db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
         return int(row[0])
-
-    def content_hashes(self) -> dict[str, str]:
-        """doc_id -> content hash, to decide what re-indexing must redo."""
-        return dict(self._db.execute("SELECT doc_id, content_hash FROM documents"))
 
     def count_documents(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
@@ -111,14 +85,17 @@ class SqliteStore:
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     def embeddings(self, ids: Sequence[int], dim: int) -> np.ndarray:
-        """(len(ids), dim) float32, in the order of ``ids``."""
+        """(len(ids), dim) float32, in the order of ``ids``; ChunkNotFoundError names ids not
+        stored."""
         out = np.empty((len(ids), dim), dtype=np.float32)
-        for start in range(0, len(ids), 900):  # SQLite caps bound parameters
-            part = [int(i) for i in ids[start : start + 900]]
+        for start in range(0, len(ids), _MAX_PARAMS):
+            part = [int(i) for i in ids[start : start + _MAX_PARAMS]]
             marks = ",".join("?" * len(part))
             found = dict(
                 self._db.execute(f"SELECT id, embedding FROM chunks WHERE id IN ({marks})", part)
             )
+            if len(found) < len(set(part)):
+                raise ChunkNotFoundError(sorted(set(part) - set(found)))
             for row, chunk_id in enumerate(part, start=start):
                 out[row] = np.frombuffer(found[chunk_id], dtype=np.float32)
         return out
@@ -148,6 +125,19 @@ class SqliteStore:
             [int(i) for i in ids],
         )
         return {r[0]: ChunkRow(*r) for r in rows}
+
+    def get_documents(self, doc_ids: Sequence[str]) -> dict[str, DocumentRow]:
+        """The documents with these ids, keyed by id; ids not stored are absent."""
+        out: dict[str, DocumentRow] = {}
+        for start in range(0, len(doc_ids), _MAX_PARAMS):
+            part = [str(d) for d in doc_ids[start : start + _MAX_PARAMS]]
+            marks = ",".join("?" * len(part))
+            rows = self._db.execute(
+                "SELECT d.doc_id, d.source, d.title, d.mtime, d.content_hash, "
+                "(SELECT COUNT(*) FROM chunks c WHERE c.doc_id = d.doc_id) "
+                f"FROM documents d WHERE d.doc_id IN ({marks})", part)
+            out.update((r[0], DocumentRow(*r)) for r in rows)
+        return out
 
     def documents(self, pattern: str = "*") -> list[DocumentRow]:
         rows = self._db.execute(
@@ -189,45 +179,12 @@ class SqliteStore:
         finally:
             target.close()
 
-    def replace_documents(
-        self, items: Iterable[tuple[Document, Sequence[Chunk], np.ndarray]]
-    ) -> list[int]:
-        """Insert or replace documents with their chunks and (n_chunks, dim) embeddings.
-
-        Returns the ids of the chunks that were replaced (now gone).
-        """
-        removed: list[int] = []
-        now = time.time()
+    @contextmanager
+    def write(self, dim: int | None = None) -> Iterator[SqliteBatch]:
+        """One transaction (BEGIN IMMEDIATE): commits and bumps the generation on leaving,
+        rolls back on an exception. ``dim`` checks the vectors put."""
         with self._transaction() as db:
-            for doc, chunks, vectors in items:
-                removed += [r[0] for r in db.execute(
-                    "SELECT id FROM chunks WHERE doc_id = ?", (doc.doc_id,)
-                )]
-                db.execute("DELETE FROM documents WHERE doc_id = ?", (doc.doc_id,))
-                db.execute(
-                    "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (doc.doc_id, doc.source, doc.title, doc.mtime, doc.content_hash,
-                     len(doc.text), now),
-                )
-                vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-                db.executemany(
-                    "INSERT INTO chunks (doc_id, position, start, end, text, embedding) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    [(doc.doc_id, c.index, c.start, c.end, c.text, vectors[i].tobytes())
-                     for i, c in enumerate(chunks)],
-                )
-        return removed
-
-    def delete_documents(self, doc_ids: Sequence[str]) -> list[int]:
-        """Delete documents and their chunks; returns the removed chunk ids."""
-        removed: list[int] = []
-        with self._transaction() as db:
-            for doc_id in doc_ids:
-                removed += [r[0] for r in db.execute(
-                    "SELECT id FROM chunks WHERE doc_id = ?", (doc_id,)
-                )]
-                db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
-        return removed
+            yield SqliteBatch(db, dim)
 
     def _transaction(self):
         return _Transaction(self._db)
@@ -264,6 +221,36 @@ def _connect(path: Path) -> sqlite3.Connection:
             "documents and embeddings, so restore it from a backup, or re-index into a "
             "new collection (ragmix index PATH --collection NEW_DIR)"
         ) from exc
+
+
+class SqliteBatch:
+    """The writes of one :meth:`SqliteStore.write` transaction (a :class:`StoreBatch`)."""
+
+    def __init__(self, db: sqlite3.Connection, dim: int | None) -> None:
+        self._db, self._dim, self._now = db, dim, time.time()
+
+    def put(self, document: Document, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
+        """Insert or replace ``document`` with its chunks and (len(chunks), dim) embeddings."""
+        dim = self._dim if self._dim is not None else np.shape(vectors)[-1]
+        vectors = checked_vectors(document, chunks, vectors, dim)
+        doc = document
+        self._db.execute("DELETE FROM documents WHERE doc_id = ?", (doc.doc_id,))  # cascades
+        self._db.execute(
+            "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (doc.doc_id, doc.source, doc.title, doc.mtime, doc.content_hash, len(doc.text),
+             self._now),
+        )
+        self._db.executemany(
+            "INSERT INTO chunks (doc_id, position, start, end, text, embedding) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(doc.doc_id, c.index, c.start, c.end, c.text, vectors[i].tobytes())
+             for i, c in enumerate(chunks)],
+        )
+
+    def delete(self, doc_ids: Sequence[str]) -> None:
+        """Delete documents and (by cascade) their chunks; unknown ids are ignored."""
+        self._db.executemany("DELETE FROM documents WHERE doc_id = ?",
+                             [(str(d),) for d in doc_ids])
 
 
 class _Transaction:

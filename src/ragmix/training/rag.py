@@ -33,6 +33,7 @@ from ragmix.errors import BadInputError
 from ragmix.generation.base import TrainableGenerator
 from ragmix.generation.prompt import build_passage_prompt
 from ragmix.marginal.scoring import score_passages, with_end
+from ragmix.store.backend import ChunkRow, PassageIndex
 from ragmix.training.adapters import prepare_generator
 from ragmix.training.checkpoint import resume_state, save_checkpoint, trainable_state
 from ragmix.training.collapse import CollapseMonitor
@@ -109,9 +110,11 @@ class RagTrainer:
         random.seed(config.seed)
         np.random.seed(config.seed)
         torch.manual_seed(config.seed)
-        self.index = collection.views.dense(persist=False)
-        if len(self.index) < config.k:
-            raise BadInputError(f"the collection holds {len(self.index)} passages, fewer than "
+        # The frozen passage index: searched, never written (ragmix.store.backend.PassageIndex).
+        self.passages: PassageIndex = collection.passage_index()
+        n_passages = self.passages.count_chunks()
+        if n_passages < config.k:
+            raise BadInputError(f"the collection holds {n_passages} passages, fewer than "
                                 f"k={config.k}; lower -k or index more documents")
         self.query_model = query_model if query_model is not None else _query_model(
             collection.manifest.encoder)
@@ -135,13 +138,13 @@ class RagTrainer:
         with torch.no_grad():
             probe = embed(self.query_model, questions, dtype=dtype).numpy()  # (B, D)
         self.query_model.train(training)
-        _, ids = self.index.search(probe, self.config.k)  # (B, K)
+        _, ids = self.passages.vector_search(probe, self.config.k)  # (B, K)
         if (ids < 0).any():
             raise BadInputError(f"the index returned fewer than k={self.config.k} passages; "
                                 "lower -k")
         q = embed(self.query_model, questions, dtype=dtype)  # (B, D) unit, a graph when training
-        dim = self.col.manifest.dim
-        d = torch.from_numpy(self.col.store.embeddings(ids.ravel(), dim))  # (B*K, D)
+        dim = self.passages.dim
+        d = torch.from_numpy(self.passages.embeddings(ids.ravel()))  # (B*K, D)
         d = d.view(len(questions), self.config.k, dim)  # (B, K, D)
         scores = torch.einsum("bkd,bd->bk", d, q)  # (B, K)
         return ids, (scores / self.config.tau).log_softmax(-1)
@@ -154,7 +157,7 @@ class RagTrainer:
         cfg = self.config
         questions = [ex.question for ex in batch]
         ids, doc_lp = self.retrieve(questions)
-        rows = self.col.store.chunk_rows(ids.ravel().tolist())
+        rows = self.passages.chunk_rows(ids.ravel().tolist())
         hits = [[_hit(rows[int(i)], r, cfg.passage_words) for r, i in enumerate(row)]
                 for row in ids]
         prompts = [[self.gen.encode_prompt(build_passage_prompt(q, h)) for h in row]
@@ -195,7 +198,7 @@ class RagTrainer:
                 part = wanted[start : start + 256]
                 q = embed(self.query_model, [self.examples[i].question for i in part],
                           dtype=self.config.dtype)
-                _, ids = self.index.search(q.numpy(), 1)
+                _, ids = self.passages.vector_search(q.numpy(), 1)
                 out.update({i: int(row[0]) for i, row in zip(part, ids)})
         return out
 
@@ -280,7 +283,7 @@ class RagTrainer:
         for ex in self.examples:
             digest.update(f"{ex.question}\x00{ex.answers[0]}\x01".encode())
         return {"examples": f"{len(self.examples)}:{digest.hexdigest()[:16]}",
-                "collection": f"{self.col.directory.resolve()}@{self.col.store.generation}",
+                "collection": f"{self.col.directory.resolve()}@{self.passages.generation}",
                 "generator": self.gen.name}
 
     @staticmethod
@@ -317,7 +320,7 @@ class RagTrainer:
             indent=1))
 
 
-def _hit(row: Any, rank: int, words: int) -> Hit:
+def _hit(row: ChunkRow, rank: int, words: int) -> Hit:
     text = " ".join(row.text.split()[:words])
     return Hit(row.chunk_id, row.doc_id, text, 0.0, 0.0, rank + 1, title=row.title)
 
