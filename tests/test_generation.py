@@ -173,13 +173,13 @@ def test_causal_generate_is_greedy_argmax(torch, llama, tokenizer):
 def test_generate_stops_a_greedy_loop_early(torch, tokenizer, monkeypatch):
     import functools
 
-    from ragmix.generation import hf
+    from ragmix.generation import hf_decoding
 
     # This seed repeats a token 13 times at once; the default window (16
     # tokens, 3 times) is for real models, so shrink it to see the wiring.
     model = tiny_llama(torch, tokenizer, initializer_range=0.1)
-    looping = functools.partial(hf.is_looping, window=2, times=3)
-    monkeypatch.setattr(hf, "is_looping", looping)
+    looping = functools.partial(hf_decoding.is_looping, window=2, times=3)
+    monkeypatch.setattr(hf_decoding, "is_looping", looping)
     prompt_ids = tokenizer(PROMPTS[0]).input_ids
     ids = argmax_by_hand(torch, model, prompt_ids, {tokenizer.sep_token_id}, 30)
     stop = next(n for n in range(1, len(ids) + 1) if looping(ids[:n]))

@@ -204,6 +204,12 @@ def test_ask_streams_retrieval_then_tokens_then_final(client, how):
     assert citation["doc_id"] == "seed:kelm" and citation["quote"] == retrieval["hits"][0]["text"]
 
 
+def _one_generator_thread(names: set[str]) -> bool:
+    """The generator ran on one of the worker's lanes only: a scripted generator's tasks never
+    pause for a shared decoding step, so each ends before the next starts, on the same lane."""
+    return len(names) == 1 and next(iter(names)).startswith("ragmix-generator-lane")
+
+
 class _SlowGenerator(ScriptedGenerator):
     """Answers after ``delay`` seconds, recording the thread it ran on."""
 
@@ -227,7 +233,7 @@ def test_a_stream_sends_heartbeats_while_the_answer_is_awaited(tmp_path):
                                      "stream": True})
     events = parse_sse(response.text)
     assert (":", "heartbeat") in events and events[-1][0] == "final"
-    assert gen.threads == {"ragmix-generator"}
+    assert _one_generator_thread(gen.threads)
 
 
 def test_a_generation_error_is_a_problem_as_json_and_an_error_event(tmp_path):
@@ -250,7 +256,7 @@ def test_concurrent_asks_all_run_on_the_one_generator_thread(tmp_path):
         with ThreadPoolExecutor(4) as pool:
             answers = list(pool.map(lambda _: client.post("/v1/collections/notes/ask",
                                                           json=body).json()["text"], range(8)))
-    assert answers == [ANSWER] * 8 and gen.threads == {"ragmix-generator"}
+    assert answers == [ANSWER] * 8 and _one_generator_thread(gen.threads)
     assert len(gen.prompts) == 8
 
 

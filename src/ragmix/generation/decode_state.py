@@ -122,9 +122,13 @@ class DecodeState:
     def select(self, index: Tensor) -> None:
         """Keep rows ``index`` (M,), in that order; a row may be repeated (beam search)."""
         index = index.long()
-        self.next_lp = self.next_lp.index_select(0, index)
         if self.cache is not None:
             self.cache.reorder_cache(index)
+        self._select_uncached(index)
+
+    def _select_uncached(self, index: Tensor) -> None:
+        """``select`` of everything but the KV cache."""
+        self.next_lp = self.next_lp.index_select(0, index)
         if self.seq2seq:
             self.decoded = self.decoded.index_select(0, index)
             self.enc_mask = self.enc_mask.index_select(0, index)
@@ -136,9 +140,17 @@ class DecodeState:
 
     def fork(self, index: Tensor) -> DecodeState:
         """A copy holding rows ``index`` (M,); this state is left as it was."""
+        index = index.long()
         other = copy.copy(self)
-        other.cache = copy.deepcopy(self.cache)
-        other.select(index)
+        layers = plain_layers(self.cache)
+        if layers is None:
+            other.cache = copy.deepcopy(self.cache)
+            other.select(index)
+            return other
+        # only the rows kept are copied (a deep copy of a view would copy all it views)
+        other.cache = cache_of([(k.index_select(0, index), v.index_select(0, index))
+                                for k, v in layers])
+        other._select_uncached(index)
         return other
 
     def extend(self, continuations: Sequence[Sequence[int]]) -> Tensor:
@@ -170,3 +182,100 @@ class DecodeState:
             lp = torch.cat([self.next_lp[:, None], rest], dim=1)  # (N, S, V)
         picked = lp.gather(-1, ids[:, :, None]).squeeze(-1)  # (N, S)
         return picked.masked_fill(~mask, 0.0)
+
+
+def advance_together(states: Sequence[DecodeState], tokens: Sequence[Tensor]) -> None:
+    """Advance every state by its ``tokens`` (N_i,), as ``state.advance`` would, in one pass.
+
+    The states are separate batches (different requests) over one causal
+    model: their rows are stacked, each state's mask and KV cache left-padded
+    to the longest, the model reads all the new tokens in one forward pass,
+    and each state takes its rows back. Positions are explicit and padding is
+    masked, so a state's numbers are those it gets alone (to float rounding).
+    States that cannot share a pass (seq2seq ones, other models, caches other
+    than plain :class:`DynamicCache` layers) advance one by one. Nothing
+    changes if it raises.
+    """
+    torch = require("torch", "models")
+    if len(states) != len(tokens):
+        raise ValueError(f"got {len(states)} states but {len(tokens)} token tensors; give one "
+                         "tensor of tokens per state")
+    for i, (state, step) in enumerate(zip(states, tokens)):
+        if step.numel() != state.rows:
+            raise ValueError(f"state {i} has {state.rows} rows but got {step.numel()} tokens; "
+                             "give one token per row")
+    layers = [plain_layers(state.cache) for state in states]
+    first = states[0]
+    if (len(states) == 1 or any(s.seq2seq or s.model is not first.model for s in states)
+            or any(found is None for found in layers)):
+        for state, step in zip(states, tokens):
+            state.advance(step)
+        return
+    widths = [state._width for state in states]
+    width, sizes = max(widths), [state.rows for state in states]
+    ids = torch.cat([step.reshape(-1, 1).long() for step in tokens])  # (N, 1)
+    mask = torch.zeros(len(ids), width + 1, dtype=first.mask.dtype)  # (N, width + 1)
+    offset = 0
+    for state, w, n in zip(states, widths, sizes):
+        mask[offset : offset + n, width - w : width] = state.mask  # right-aligned
+        offset += n
+    mask[:, width] = 1
+    padded = any(w != width or s.padded for s, w in zip(states, widths))
+    kwargs = dict(first._step_kwargs)
+    if first._positions:
+        kwargs["position_ids"] = torch.cat([state.next_pos for state in states])[:, None]
+    cache = cache_of(_stacked(layers, widths, width))
+    out = first.model(input_ids=ids, attention_mask=mask if padded else None,
+                      past_key_values=cache, **kwargs)
+    next_lp = out.logits[:, -1].float().log_softmax(-1)  # (N, V)
+    grown = plain_layers(out.past_key_values)  # (N, H, width + 1, D) per layer
+    offset = 0
+    for state, w, n in zip(states, widths, sizes):
+        rows, cut = slice(offset, offset + n), width - w
+        state.cache = cache_of([(k[rows, :, cut:], v[rows, :, cut:]) for k, v in grown])
+        state.next_lp = next_lp[rows]
+        state._append_mask(ids.new_ones(n, 1))
+        state.next_pos = state.next_pos + 1
+        offset += n
+
+
+def _stacked(layers: Sequence[list[tuple[Tensor, Tensor]]], widths: Sequence[int],
+             width: int) -> list[tuple[Tensor, Tensor]]:
+    """Per model layer, every state's keys and values stacked on rows, left-padded to ``width``."""
+    out = []
+    for per_state in zip(*layers):  # one model layer: (k, v) of each state, (N_i, H, w_i, D)
+        pair = []
+        for part in (0, 1):
+            first = per_state[0][part]
+            rows = sum(kv[part].shape[0] for kv in per_state)
+            stacked = first.new_zeros(rows, first.shape[1], width, first.shape[3])
+            offset = 0
+            for kv, w in zip(per_state, widths):
+                n = kv[part].shape[0]
+                stacked[offset : offset + n, :, width - w :] = kv[part]
+                offset += n
+            pair.append(stacked)
+        out.append((pair[0], pair[1]))
+    return out
+
+
+def plain_layers(cache: Any) -> list[tuple[Tensor, Tensor]] | None:
+    """A ``DynamicCache``'s keys and values per layer, (N, H, L, D) each; None for other caches
+    (sliding windows, encoder-decoder caches, transformers before 4.56)."""
+    layers = getattr(cache, "layers", None)
+    if type(cache).__name__ != "DynamicCache" or not layers:
+        return None
+    if any(type(layer).__name__ != "DynamicLayer" or not layer.is_initialized
+           for layer in layers):
+        return None
+    return [(layer.keys, layer.values) for layer in layers]
+
+
+def cache_of(layers: Sequence[tuple[Tensor, Tensor]]) -> Any:
+    """A ``DynamicCache`` holding these keys and values (N, H, L, D) per layer, not copied."""
+    transformers = require("transformers", "models")
+    cache = transformers.DynamicCache(
+        ddp_cache_data=[(k[:, :, :0], v[:, :, :0]) for k, v in layers])
+    for layer, (k, v) in zip(cache.layers, layers):
+        layer.keys, layer.values = k, v
+    return cache

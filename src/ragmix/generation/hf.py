@@ -20,10 +20,9 @@ from ragmix._extras import require
 from ragmix.errors import BadInputError
 from ragmix.generation import hf_scoring
 from ragmix.generation._special_tokens import first_id, stop_ids
-from ragmix.generation._stream import TextStream
 from ragmix.generation.base import ForcedScores
 from ragmix.generation.decode_state import DecodeState
-from ragmix.generation.hf_decoding import answer_budget, greedy_tokens, is_looping
+from ragmix.generation.hf_decoding import generate_text, is_looping
 from ragmix.generation.prompt import fence_special_tokens
 
 __all__ = ["ForcedScores", "HFGenerator", "is_looping", "quiet_progress_bars"]
@@ -251,25 +250,7 @@ class HFGenerator:
         so decoding also stops once the answer repeats itself (see
         :func:`is_looping`); the text is then a prefix of the pure greedy one.
         """
-        if max_new_tokens < 1:
-            raise BadInputError(f"max_new_tokens must be greater than 0, got {max_new_tokens}")
-        torch = require("torch", "models")
-        prompt_ids = self.encode_prompt(prompt)
-        budget = answer_budget(self, len(prompt_ids), max_new_tokens)
-        stream = TextStream(self.decode)
-        answer: list[int] = []
-        with torch.inference_mode():
-            for token in greedy_tokens(self, prompt_ids, budget):
-                answer.append(token)
-                piece = stream.push(token)
-                if piece and on_token is not None:
-                    on_token(piece)
-                if is_looping(answer):
-                    break
-        piece = stream.finish()
-        if piece and on_token is not None:
-            on_token(piece)
-        return stream.text
+        return generate_text(self, prompt, max_new_tokens=max_new_tokens, on_token=on_token)
 
     def token_logprobs(
         self, prompts: Sequence[str], continuations: Sequence[str]

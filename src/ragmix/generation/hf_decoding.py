@@ -7,11 +7,12 @@ Plain functions of an :class:`~ragmix.generation.hf.HFGenerator`; its
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from ragmix._extras import require
 from ragmix.errors import BadInputError
+from ragmix.generation._stream import TextStream
 
 if TYPE_CHECKING:
     from ragmix.generation.hf import HFGenerator
@@ -43,6 +44,34 @@ def greedy_tokens(gen: HFGenerator, prompt_ids: list[int], budget: int) -> Itera
         yield token
         if step + 1 < budget:
             state.advance(torch.tensor([token]))
+
+
+def generate_text(gen: HFGenerator, prompt: str, *, max_new_tokens: int = 256,
+                  on_token: Callable[[str], None] | None = None) -> str:
+    """``HFGenerator.generate``: the greedy answer, streamed to ``on_token`` as text pieces.
+
+    ``gen`` is the generator or anything that stands for it with its own
+    ``start_decoding`` (the server's worker decodes several requests in one batch).
+    """
+    if max_new_tokens < 1:
+        raise BadInputError(f"max_new_tokens must be greater than 0, got {max_new_tokens}")
+    torch = require("torch", "models")
+    prompt_ids = gen.encode_prompt(prompt)
+    budget = answer_budget(gen, len(prompt_ids), max_new_tokens)
+    stream = TextStream(gen.decode)
+    answer: list[int] = []
+    with torch.inference_mode():
+        for token in greedy_tokens(gen, prompt_ids, budget):
+            answer.append(token)
+            piece = stream.push(token)
+            if piece and on_token is not None:
+                on_token(piece)
+            if is_looping(answer):
+                break
+    piece = stream.finish()
+    if piece and on_token is not None:
+        on_token(piece)
+    return stream.text
 
 
 def is_looping(tokens: Sequence[int], *, window: int = 16, times: int = 3) -> bool:
