@@ -132,7 +132,8 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str, log_file: Path) -> None
             time.sleep(0.05)
 
 
-def _launch(data: Path, root: Path, run_as: dict[str, object]) -> tuple[subprocess.Popen[bytes], str]:
+def _launch(data: Path, root: Path,
+            run_as: dict[str, object]) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     options = {**SERVER_SETTINGS, "port": str(port), "unix_socket_directories": str(root)}
     cmd = [str(bin_dir() / "postgres"), "-D", str(data)]
