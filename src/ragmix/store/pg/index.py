@@ -64,6 +64,8 @@ IndexOptions = HnswOptions | IvfflatOptions
 def _index_statement(tables: CollectionTables, options: IndexOptions) -> psql.Composed:
     sql = require("psycopg.sql", "postgres")
     opclass = sql.SQL(f"{tables.vector_type}_ip_ops")
+    # halfvec: the index is on the float16 copy; the float32 column re-scores (search.py)
+    column = sql.SQL("embedding_half" if tables.storage == "halfvec" else "embedding")
     if isinstance(options, HnswOptions):
         method = sql.SQL("hnsw")
         params = sql.SQL("m = {}, ef_construction = {}").format(
@@ -71,10 +73,10 @@ def _index_statement(tables: CollectionTables, options: IndexOptions) -> psql.Co
     else:
         method = sql.SQL("ivfflat")
         params = sql.SQL("lists = {}").format(sql.Literal(options.lists))
-    return sql.SQL("CREATE INDEX {name} ON {chunks} USING {method} (embedding {opclass})"
+    return sql.SQL("CREATE INDEX {name} ON {chunks} USING {method} ({column} {opclass})"
                    " WITH ({params})").format(
         name=sql.Identifier("chunks_embedding_idx"), chunks=tables.table("chunks"),
-        method=method, opclass=opclass, params=params)
+        method=method, column=column, opclass=opclass, params=params)
 
 
 def build_index(conn: psycopg.Connection, tables: CollectionTables,

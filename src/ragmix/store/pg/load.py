@@ -20,7 +20,7 @@ import numpy as np
 
 from ragmix._extras import require
 from ragmix.errors import BadInputError
-from ragmix.store.pg.schema import CollectionTables
+from ragmix.store.pg.schema import HALF_MAX, CollectionTables
 from ragmix.types import Chunk, Document
 
 if TYPE_CHECKING:
@@ -101,18 +101,27 @@ def _copy_chunks(conn: psycopg.Connection, tables: CollectionTables,
                  items: Sequence[DocumentItem], ids: np.ndarray) -> None:
     sql = require("psycopg.sql", "postgres")
     half = tables.storage == "halfvec"
-    wrap = require("pgvector", "postgres").HalfVector if half else (lambda v: v)
-    statement = sql.SQL(
-        "COPY {} (id, doc_id, position, start_offset, end_offset, text, source, title, embedding)"
-        " FROM STDIN (FORMAT BINARY)").format(tables.table("chunks"))
+    columns = ["id", "doc_id", "position", "start_offset", "end_offset", "text", "source",
+               "title", "embedding"] + ["embedding_half"] * half
+    types = ["int8", "text", "int4", "int4", "int4", "text", "text", "text", "vector"]
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        tables.table("chunks"), sql.SQL(", ").join(map(sql.Identifier, columns)))
     next_id = iter(ids.tolist())
     with conn.cursor() as cur, cur.copy(statement) as copy:
-        copy.set_types(["int8", "text", "int4", "int4", "int4", "text", "text", "text",
-                        tables.vector_type])
+        copy.set_types(types + ["halfvec"] * half)
         for doc, chunks, vectors in items:
-            for chunk, vector in zip(chunks, vectors):
-                copy.write_row((next(next_id), doc.doc_id, chunk.index, chunk.start, chunk.end,
-                                chunk.text, doc.source, doc.title, wrap(vector)))
+            halves = to_half(vectors) if half else [None] * len(chunks)
+            for chunk, vector, halved in zip(chunks, vectors, halves):
+                row = (next(next_id), doc.doc_id, chunk.index, chunk.start, chunk.end,
+                       chunk.text, doc.source, doc.title, vector)
+                copy.write_row(row + (halved,) if half else row)
+
+
+def to_half(vectors: np.ndarray) -> list:
+    """Rows of ``vectors`` (n, dim) as pgvector HalfVectors, clipped to float16's range."""
+    half_vector = require("pgvector", "postgres").HalfVector
+    clipped = np.clip(vectors, -HALF_MAX, HALF_MAX)  # (n, dim)
+    return [half_vector(row) for row in clipped]
 
 
 def delete_documents(conn: psycopg.Connection, tables: CollectionTables,

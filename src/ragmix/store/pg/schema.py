@@ -3,7 +3,10 @@
 - ``documents``: one row per source document (doc_id, source, title, mtime, hash).
 - ``chunks``: the passages, with their document's source and title copied in (so a
   filtered vector search reads one table), offsets, the embedding as ``vector(d)``
-  or ``halfvec(d)``, and a generated ``tsvector`` when keyword search is on.
+  (float32, as given, bit for bit), and a generated ``tsvector`` when keyword search is on.
+  ``storage="halfvec"`` adds ``embedding_half halfvec(d)`` (clipped to float16's range)
+  and indexes that (an index half the size); searches re-score its shortlist with the
+  float32 column.
 - ``meta``: key/value settings, among them ``generation``, raised by one per commit.
 
 Collection names are checked against :data:`NAME_PATTERN` and every table name is
@@ -29,6 +32,7 @@ NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,47}")
 SCHEMA_PREFIX = "ragmix_"  # keeps collections apart from the database's own schemas
 SCHEMA_VERSION = "1"
 MAX_DIM = 16000  # pgvector's limit for both vector and halfvec columns
+HALF_MAX = 65504.0  # float16's largest finite value: halfvec copies are clipped to it
 Storage = Literal["vector", "halfvec"]
 STORAGES: tuple[str, ...] = ("vector", "halfvec")
 
@@ -78,7 +82,10 @@ class CollectionTables:
 
     @property
     def vector_type(self) -> str:
-        """``vector`` or ``halfvec``: the SQL type of the embedding column (no dimension)."""
+        """``vector`` or ``halfvec``: the SQL type the embedding index holds (no dimension).
+
+        The column itself is always ``vector``: float32, so embeddings read back exactly.
+        """
         return self.storage
 
     def table(self, table: Literal["documents", "chunks", "meta"]) -> psql.Identifier:
@@ -112,6 +119,9 @@ def _create_statements(tables: CollectionTables) -> list[psql.Composed]:
         tsv = sql.SQL(
             ",\n tsv tsvector GENERATED ALWAYS AS (to_tsvector({}::regconfig, text)) STORED"
         ).format(sql.Literal(tables.text_search))
+    half = sql.SQL("")
+    if tables.storage == "halfvec":
+        half = sql.SQL(",\n embedding_half halfvec({}) NOT NULL").format(sql.Literal(tables.dim))
     chunks = sql.SQL(
         "CREATE TABLE {chunks} (\n"
         # BY DEFAULT: a copy between stores may keep its ids; the sequence never reuses one.
@@ -119,9 +129,9 @@ def _create_statements(tables: CollectionTables) -> list[psql.Composed]:
         " doc_id text NOT NULL REFERENCES {documents} (doc_id) ON DELETE CASCADE,\n"
         " position integer NOT NULL, start_offset integer NOT NULL, end_offset integer NOT NULL,\n"
         " text text NOT NULL, source text NOT NULL, title text NOT NULL,\n"
-        " embedding {vtype}({dim}) NOT NULL{tsv})"
+        " embedding vector({dim}) NOT NULL{half}{tsv})"
     ).format(chunks=tables.table("chunks"), documents=tables.table("documents"),
-             vtype=sql.SQL(tables.vector_type), dim=sql.Literal(tables.dim), tsv=tsv)
+             dim=sql.Literal(tables.dim), tsv=tsv, half=half)
     return [
         sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(tables.schema)),
         sql.SQL("CREATE TABLE {} (key text PRIMARY KEY, value text NOT NULL)").format(

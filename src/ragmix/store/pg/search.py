@@ -23,6 +23,7 @@ import numpy as np
 from ragmix._extras import require
 from ragmix.errors import BadInputError
 from ragmix.store.pg.connection import PostgresStoreError, local_settings
+from ragmix.store.pg.load import to_half
 from ragmix.store.pg.schema import CollectionTables
 from ragmix.types import ScoredId
 
@@ -36,6 +37,8 @@ MAX_EF_SEARCH = 1000  # pgvector's limit
 # An allow-list this short is searched exactly: cheaper than walking the graph for it.
 EXACT_ALLOWED_IDS = 2000
 NO_MATCH = "(?!)"  # a regex that matches no string
+# A halfvec index ranks by float16 products; this many times k rows are re-scored in float32.
+HALFVEC_SHORTLIST = 4
 
 
 def glob_to_regex(pattern: str) -> str:
@@ -93,31 +96,43 @@ def _where(allowed_ids: np.ndarray | None, doc_ids: Sequence[str] | None,
     return sql.SQL(" AND ").join(parts), params
 
 
-def _settings(k: int, filtered: bool, ef_search: int | None, probes: int | None) -> dict[str, str]:
+def _settings(limit: int, filtered: bool, ef_search: int | None,
+              probes: int | None) -> dict[str, str]:
     ef = DEFAULT_EF_SEARCH if ef_search is None else ef_search
     if not 1 <= ef <= MAX_EF_SEARCH:
         raise BadInputError(f"ef_search must be in 1..{MAX_EF_SEARCH}, got {ef_search}")
     if probes is not None and probes < 1:
         raise BadInputError(f"probes must be >= 1, got {probes}")
-    # Unfiltered HNSW returns at most ef_search rows: raise it to k where it allows.
-    settings = {"hnsw.ef_search": str(min(max(ef, k), MAX_EF_SEARCH))}
+    # Unfiltered HNSW returns at most ef_search rows: raise it to the LIMIT where it allows.
+    settings = {"hnsw.ef_search": str(min(max(ef, limit), MAX_EF_SEARCH))}
     if probes is not None:
         settings["ivfflat.probes"] = str(probes)
-    if filtered or k > MAX_EF_SEARCH:
+    if filtered or limit > MAX_EF_SEARCH:
         settings["hnsw.iterative_scan"] = "relaxed_order"
         settings["ivfflat.iterative_scan"] = "relaxed_order"
     return settings
 
 
+def shortlist_size(tables: CollectionTables, k: int, exact: bool) -> int:
+    """Rows the index is asked for: k, or HALFVEC_SHORTLIST * k when a halfvec index ranks
+    them (its order is float16's; the float32 re-score then picks the true top k)."""
+    return k if exact or tables.storage == "vector" else HALFVEC_SHORTLIST * k
+
+
 def _vector_query(tables: CollectionTables, where: psql.Composable, exact: bool) -> psql.Composed:
     sql = require("psycopg.sql", "postgres")
-    distance = sql.SQL("embedding <#> %(q)s::{}").format(sql.SQL(tables.vector_type))
-    # `+ 0` hides the operator from the planner, so an exact search never uses the index.
-    order = sql.SQL("({}) + 0, id").format(distance) if exact else sql.SQL("distance")
+    distance = sql.SQL("embedding <#> %(q)s::vector")  # float32, as stored
+    if exact:
+        # `+ 0` hides the operator from the planner, so an exact search never uses the index.
+        order = sql.SQL("({}) + 0, id").format(distance)
+    elif tables.storage == "halfvec":  # the float16 copy the index holds (index.py)
+        order = sql.SQL("embedding_half <#> %(q_half)s::halfvec")
+    else:
+        order = distance
     return sql.SQL(
-        "WITH hits AS MATERIALIZED (SELECT id, {distance} AS distance FROM {chunks}"
-        " WHERE {where} ORDER BY {order} LIMIT %(k)s)"
-        " SELECT id, distance FROM hits ORDER BY distance, id"
+        "WITH hits AS MATERIALIZED (SELECT id, embedding FROM {chunks}"
+        " WHERE {where} ORDER BY {order} LIMIT %(shortlist)s)"
+        " SELECT id, {distance} AS distance FROM hits ORDER BY distance, id LIMIT %(k)s"
     ).format(distance=distance, chunks=tables.table("chunks"), where=where, order=order)
 
 
@@ -132,8 +147,8 @@ def vector_search(conn: psycopg.Connection, tables: CollectionTables, queries: n
     :data:`EMPTY_SCORE`. Filters, all of which must hold: ``allowed_ids`` (chunk ids),
     ``doc_ids``, ``source`` (a glob on the document's source or doc_id). ``ef_search``
     (HNSW) and ``probes`` (IVFFlat) hold for this call only; ``exact`` skips the index.
-    With ``halfvec`` storage the query is rounded to float16 too, and so are the scores'
-    inputs. One transaction for all queries.
+    Scores are float32 inner products with the stored embeddings, whatever the index:
+    a ``halfvec`` index only picks the shortlist. One transaction for all queries.
     """
     queries = np.asarray(queries, dtype=np.float32)
     if queries.ndim != 2 or queries.shape[1] != tables.dim:
@@ -143,12 +158,15 @@ def vector_search(conn: psycopg.Connection, tables: CollectionTables, queries: n
     where, params = _where(allowed_ids, doc_ids, source)
     exact = exact or (allowed_ids is not None and len(allowed_ids) <= EXACT_ALLOWED_IDS)
     statement = _vector_query(tables, where, exact)
-    filtered = bool(params)
+    shortlist = shortlist_size(tables, k, exact)
     scores = np.full((len(queries), k), EMPTY_SCORE, dtype=np.float32)  # (q, k)
     ids = np.full((len(queries), k), -1, dtype=np.int64)  # (q, k)
-    with local_settings(conn, _settings(k, filtered, ef_search, probes)):
+    with local_settings(conn, _settings(shortlist, bool(params), ef_search, probes)):
         for row, query in enumerate(queries):
-            hits = conn.execute(statement, {**params, "q": query, "k": k}).fetchall()
+            args = {**params, "q": query, "k": k, "shortlist": shortlist}
+            if tables.storage == "halfvec" and not exact:
+                args["q_half"] = to_half(query[None])[0]
+            hits = conn.execute(statement, args).fetchall()
             for col, (chunk_id, distance) in enumerate(hits):
                 ids[row, col] = chunk_id
                 scores[row, col] = -distance  # <#> is the negative inner product
