@@ -1,0 +1,86 @@
+"""How a PostgreSQL collection indexes and searches: the ``index`` part of its manifest.
+
+The knob names are the embedded backend's (``M``, ``ef_construction``, ``ef_search``
+for HNSW; ``nlist``, ``nprobe`` for IVF), so ``--index-option`` means the same on both.
+
+>>> settings = PgSettings.from_index({"kind": "hnsw", "M": 32, "ef_search": 80})
+>>> settings.index_options()
+HnswOptions(m=32, ef_construction=64)
+>>> settings.as_index()["storage"]
+'vector'
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from ragmix.errors import BadInputError
+from ragmix.store.pg.index import HnswOptions, IndexOptions, IvfflatOptions
+from ragmix.store.pg.schema import STORAGES
+from ragmix.store.pg.search import DEFAULT_EF_SEARCH, MAX_EF_SEARCH
+
+PG_INDEX_KINDS = ("hnsw", "ivf", "flat")  # flat: no ANN index, every search exact
+KEYWORDS = ("bm25", "tsvector")
+_KNOBS = {"hnsw": ("M", "ef_construction", "ef_search"), "ivf": ("nlist", "nprobe"), "flat": ()}
+
+
+@dataclass(frozen=True)
+class PgSettings:
+    """The embedding index, its storage and the keyword search of a PostgreSQL collection.
+
+    ``kind``: ``hnsw`` (default), ``ivf`` (pgvector's IVFFlat) or ``flat`` (exact).
+    ``storage``: ``vector`` (float32 index) or ``halfvec`` (a float16 index, half the
+    size; the float32 embeddings stay in the table and re-score its shortlist).
+    ``keyword``: ``bm25`` (bm25s over the chunk texts, a derived view stamped with the
+    database's generation) or ``tsvector`` (PostgreSQL full text search, ``ts_rank_cd``:
+    no IDF, so not BM25, but nothing to rebuild).
+    """
+
+    kind: str = "hnsw"
+    storage: str = "vector"
+    keyword: str = "bm25"
+    M: int = 16
+    ef_construction: int = 64
+    ef_search: int = DEFAULT_EF_SEARCH
+    nlist: int = 100
+    nprobe: int = 10
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("kind", PG_INDEX_KINDS), ("storage", STORAGES),
+                              ("keyword", KEYWORDS)):
+            if getattr(self, name) not in allowed:
+                raise BadInputError(f"PostgreSQL {name} must be one of {allowed}, "
+                                    f"got {getattr(self, name)!r}")
+        if not 1 <= self.ef_search <= MAX_EF_SEARCH:
+            raise BadInputError(f"ef_search must be in 1..{MAX_EF_SEARCH}, got {self.ef_search}")
+        if not 1 <= self.nprobe <= self.nlist:
+            raise BadInputError(f"nprobe must be in 1..nlist ({self.nlist}), got {self.nprobe}")
+        self.index_options()  # validates M, ef_construction, nlist
+
+    @classmethod
+    def from_index(cls, index: dict[str, Any]) -> PgSettings:
+        """Settings from a manifest's ``index`` dict; unknown knobs are named in the error."""
+        given = dict(index)
+        kind = given.get("kind", "hnsw")
+        known = {"kind", "storage", "keyword", *_KNOBS.get(kind, ())}
+        unknown = sorted(set(given) - known)
+        if unknown:
+            raise BadInputError(
+                f"unknown option(s) {unknown} for a PostgreSQL {kind!r} index; it takes "
+                f"{sorted(known - {'kind'})}")
+        names = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in given.items() if key in names})
+
+    def as_index(self) -> dict[str, Any]:
+        """The manifest's ``index`` dict: kind, storage, keyword and this kind's knobs."""
+        values = asdict(self)
+        return {key: values[key] for key in ("kind", "storage", "keyword", *_KNOBS[self.kind])}
+
+    def index_options(self) -> IndexOptions | None:
+        """What :func:`~ragmix.store.pg.build_index` builds, or None for ``flat``."""
+        if self.kind == "hnsw":
+            return HnswOptions(m=self.M, ef_construction=self.ef_construction)
+        if self.kind == "ivf":
+            return IvfflatOptions(lists=self.nlist)
+        return None
