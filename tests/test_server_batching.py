@@ -263,3 +263,28 @@ def test_the_server_batches_concurrent_asks_and_answers_as_alone(gen, tmp_path):
         assert got["text"] == want["text"] and got["quotes"] == want["quotes"]
         assert got["logprob"] == pytest.approx(want["logprob"], rel=REL, abs=TOL)
     assert counts.most_tasks >= 2
+
+
+def test_advance_together_gives_each_state_what_it_gets_alone(gen, torch):
+    from ragmix.generation.decode_state import advance_together
+
+    prompts = [gen.encode_prompt(q) for q in QUESTIONS[:3]]
+    with torch.inference_mode():
+        solo = [gen.start_decoding(prompts[:2]), gen.start_decoding(prompts[2:])]
+        fused = [gen.start_decoding(prompts[:2]), gen.start_decoding(prompts[2:])]
+        for step in range(5):
+            if step % 2:  # beams reorder and repeat rows between steps
+                for state in (solo[0], fused[0]):
+                    state.select(torch.tensor([1, 1]))
+            tokens = [state.next_lp.argmax(-1) for state in solo]
+            for state, t in zip(solo, tokens):
+                state.advance(t)
+            advance_together(fused, tokens)
+            for a, b in zip(solo, fused):  # the whole vocabulary, down to -40: relative
+                assert torch.allclose(a.next_lp, b.next_lp, atol=TOL, rtol=TOL)
+        with pytest.raises(ValueError, match="state 1 has 1 rows but got 2 tokens"):
+            advance_together(fused, [tokens[0], torch.tensor([3, 4])])
+        extended = [state.fork(torch.tensor([0, 0])).extend([[5, 6], [7]]) for state in fused]
+        want = [state.fork(torch.tensor([0, 0])).extend([[5, 6], [7]]) for state in solo]
+    for got, wanted in zip(extended, want):
+        assert torch.allclose(got, wanted, atol=TOL, rtol=TOL)

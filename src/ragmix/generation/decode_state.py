@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ragmix._extras import require
 from ragmix.generation._batching import pad
@@ -28,6 +28,14 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from ragmix.generation.hf import HFGenerator
+
+
+class _Rows(NamedTuple):
+    """A cache not yet gathered: rows ``rows`` of ``base``'s layers, from column ``cut`` on."""
+
+    base: list  # [(keys, values)] per layer, (B, H, L, D): a shared step's whole cache
+    rows: Tensor  # (N,)
+    cut: int
 
 
 class DecodeState:
@@ -67,6 +75,22 @@ class DecodeState:
                 self._step_kwargs["logits_to_keep"] = 1
             self._positions = "position_ids" in params
             self.next_lp = self._causal_step(torch.from_numpy(ids), positions)
+
+    _pending: _Rows | None = None  # set by advance_together; ``cache`` gathers it when read
+
+    @property
+    def cache(self) -> Any:
+        """The KV cache (a transformers ``Cache``), or None before the first forward pass."""
+        if self._pending is not None:
+            base, rows, cut = self._pending
+            self._cache = cache_of([(k[:, :, cut:].index_select(0, rows),
+                                     v[:, :, cut:].index_select(0, rows)) for k, v in base])
+            self._pending = None
+        return self._cache
+
+    @cache.setter
+    def cache(self, value: Any) -> None:
+        self._cache, self._pending = value, None
 
     @property
     def rows(self) -> int:
@@ -122,7 +146,9 @@ class DecodeState:
     def select(self, index: Tensor) -> None:
         """Keep rows ``index`` (M,), in that order; a row may be repeated (beam search)."""
         index = index.long()
-        if self.cache is not None:
+        if self._pending is not None:  # still rows of a shared step's cache: no copy yet
+            self._pending = self._pending._replace(rows=self._pending.rows.index_select(0, index))
+        elif self.cache is not None:
             self.cache.reorder_cache(index)
         self._select_uncached(index)
 
@@ -204,10 +230,14 @@ def advance_together(states: Sequence[DecodeState], tokens: Sequence[Tensor]) ->
         if step.numel() != state.rows:
             raise ValueError(f"state {i} has {state.rows} rows but got {step.numel()} tokens; "
                              "give one token per row")
-    layers = [plain_layers(state.cache) for state in states]
     first = states[0]
-    if (len(states) == 1 or any(s.seq2seq or s.model is not first.model for s in states)
-            or any(found is None for found in layers)):
+    if len(states) == 1 or any(s.seq2seq or s.model is not first.model for s in states):
+        for state, step in zip(states, tokens):
+            state.advance(step)
+        return
+    shared = _shared_rows(states)
+    layers = None if shared is not None else [plain_layers(state.cache) for state in states]
+    if layers is not None and any(found is None for found in layers):
         for state, step in zip(states, tokens):
             state.advance(step)
         return
@@ -224,19 +254,34 @@ def advance_together(states: Sequence[DecodeState], tokens: Sequence[Tensor]) ->
     kwargs = dict(first._step_kwargs)
     if first._positions:
         kwargs["position_ids"] = torch.cat([state.next_pos for state in states])[:, None]
-    cache = cache_of(_stacked(layers, widths, width))
+    # the states' rows of the last shared step: one gather; else pad and stack
+    cache = cache_of(shared if shared is not None else _stacked(layers, widths, width))
     out = first.model(input_ids=ids, attention_mask=mask if padded else None,
                       past_key_values=cache, **kwargs)
     next_lp = out.logits[:, -1].float().log_softmax(-1)  # (N, V)
     grown = plain_layers(out.past_key_values)  # (N, H, width + 1, D) per layer
     offset = 0
     for state, w, n in zip(states, widths, sizes):
-        rows, cut = slice(offset, offset + n), width - w
-        state.cache = cache_of([(k[rows, :, cut:], v[rows, :, cut:]) for k, v in grown])
-        state.next_lp = next_lp[rows]
+        rows = torch.arange(offset, offset + n)
+        state.cache = None
+        state._pending = _Rows(grown, rows, width - w)  # gathered when read, if ever
+        state.next_lp = next_lp[offset : offset + n]
         state._append_mask(ids.new_ones(n, 1))
         state.next_pos = state.next_pos + 1
         offset += n
+
+
+def _shared_rows(states: Sequence[DecodeState]) -> list[tuple[Tensor, Tensor]] | None:
+    """If every state's cache is rows of one shared step's cache, their stacked cache, cut to
+    the widest state (one gather, their padding as it was); else None."""
+    pending = [state._pending for state in states]
+    if any(p is None or p.base is not pending[0].base for p in pending):
+        return None
+    torch = require("torch", "models")
+    rows = torch.cat([p.rows for p in pending])  # (N,)
+    cut = min(p.cut for p in pending)
+    return [(k[:, :, cut:].index_select(0, rows), v[:, :, cut:].index_select(0, rows))
+            for k, v in pending[0].base]
 
 
 def _stacked(layers: Sequence[list[tuple[Tensor, Tensor]]], widths: Sequence[int],
