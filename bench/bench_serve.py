@@ -1,9 +1,9 @@
 """ragmix serve under load, its HTTP overhead, and a fuzz of its API (issue 15).
 
     .venv/bin/python bench/bench_serve.py [--data ../shared/data/scifact] [--docs 0]
-        [--encoder hashing-256] [--sections load,overhead,fuzz] [--clients 32] [--seconds 60]
-        [--ask-share 0.2] [--token-ms 5] [--overhead-queries 300] [--fuzz-cases 1000]
-        [--dry-run]
+        [--encoder hashing-256] [--sections load,overhead,fuzz,batching] [--clients 32]
+        [--seconds 60] [--ask-share 0.2] [--token-ms 5] [--overhead-queries 300]
+        [--fuzz-cases 1000] [--dry-run]
 
 Over a collection of SciFact's corpus (every document by default; hashing-256 by default, so
 that a query's embedding costs microseconds and the figures are the server's), served by a
@@ -20,10 +20,14 @@ per streamed piece, 12 pieces an answer): the bench measures the server, not a m
   fuzz      Schemathesis on the server's /openapi.json, at least --fuzz-cases generated
             requests on a fresh copy of the collection: 5xx answers and schema violations
             (target 0 each)
+  batching  not SciFact nor the scripted generator: `ragmix serve` with the real default
+            generator (smollm2-squad) over docs/, default asks (grounded RAG-Sequence, k=5)
+            from 1 client for --seconds, then from 8 at once (bench/_serve_batching.py):
+            asks per second of each and their ratio (target >= 3)
 
-Results merge into bench/results/serve.json, one key per section (skipped sections, and keys
-others write, such as "batching", keep their values). --dry-run prints without writing.
-A full run takes a few minutes on 2 cores, most of it the 60 s load and the fuzz.
+Results merge into bench/results/serve.json, one key per section (skipped sections keep
+their values). --dry-run prints without writing. A full run takes a few minutes on 2 cores,
+most of it the 60 s load, the fuzz and the two batching phases.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from ragmix._offline import set_offline_defaults  # noqa: E402
 set_offline_defaults()
 
 from _common import DATA, RESULTS, median, percentile, require_data, write_result  # noqa: E402
+from _serve_batching import batching  # noqa: E402
 from _serve_fuzz import fuzz  # noqa: E402
 from _serve_load import (  # noqa: E402
     ASK_OPTIONS,
@@ -50,7 +55,8 @@ from _serve_load import (  # noqa: E402
     server_process,
 )
 
-SECTIONS = ("overhead", "load", "fuzz")
+SECTIONS = ("overhead", "load", "fuzz", "batching")
+SCIFACT_SECTIONS = ("overhead", "load", "fuzz")
 WARMUP = 20  # requests before anything is timed: lazy views, the generator, caches
 
 
@@ -133,7 +139,8 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--sections", default=",".join(SECTIONS),
                         help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--seconds", type=float, default=60.0,
+                        help="the load's, and each of the two batching phases'")
     parser.add_argument("--ask-share", type=float, default=0.2)
     parser.add_argument("--token-ms", type=float, default=5.0,
                         help="the scripted generator's milliseconds per streamed piece")
@@ -156,43 +163,52 @@ def arguments() -> argparse.Namespace:
 
 def main() -> None:
     args = arguments()
-    folder = require_data(args.data)
-    queries = test_queries(folder)
     path = RESULTS / "serve.json"
     result = json.loads(path.read_text()) if path.exists() else {}
     for stale in ("machine", "measured_at"):
         result.pop(stale, None)
     work = Path(tempfile.mkdtemp(prefix="ragmix-serve-bench-"))
     try:
-        print(f"building the collection ({args.encoder}, {args.docs or 'all'} docs) ...",
-              flush=True)
-        collection = build_collection(work / "scifact", folder / "corpus.jsonl",
-                                      docs=args.docs, encoder=args.encoder)
-        if {"overhead", "load"} & set(args.sections):
-            with server_process(collection, work / "data", work / "serve.log",
-                                token_ms=args.token_ms) as server:
-                if "overhead" in args.sections:
-                    print("running overhead ...", flush=True)
-                    result.update(overhead(server.url, collection,
-                                           (queries * 2)[: args.overhead_queries]))
-                if "load" in args.sections:
-                    print(f"running load ({args.clients} clients, {args.seconds:g} s) ...",
-                          flush=True)
-                    result["load"] = load(server.url, server.pid, collection.name, queries,
-                                          args)
-        if "fuzz" in args.sections:
-            print(f"running fuzz ({args.fuzz_cases} cases) ...", flush=True)
-            result["fuzz"] = fuzz_section(collection, work, args)
+        if set(SCIFACT_SECTIONS) & set(args.sections):
+            scifact_sections(result, work, args)
+        if "batching" in args.sections:
+            print(f"running batching (1 then 8 clients, {args.seconds:g} s each) ...",
+                  flush=True)
+            result["batching"] = batching(work, seconds=args.seconds)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    result["setup"] = {"corpus": str(args.data.name), "docs": args.docs or "all",
-                       "encoder": args.encoder, "server": "uvicorn process on 127.0.0.1, "
-                       "clients in this process (httpx)"}
     report(result)
     if args.dry_run:
         print("dry run: no result file written")
     else:
         print(f"wrote {write_result(path.name, result)}")
+
+
+def scifact_sections(result: dict, work: Path, args) -> None:
+    """The overhead, load and fuzz sections, on SciFact with the scripted generator."""
+    folder = require_data(args.data)
+    queries = test_queries(folder)
+    print(f"building the collection ({args.encoder}, {args.docs or 'all'} docs) ...",
+          flush=True)
+    collection = build_collection(work / "scifact", folder / "corpus.jsonl",
+                                  docs=args.docs, encoder=args.encoder)
+    if {"overhead", "load"} & set(args.sections):
+        with server_process(collection, work / "data", work / "serve.log",
+                            token_ms=args.token_ms) as server:
+            if "overhead" in args.sections:
+                print("running overhead ...", flush=True)
+                result.update(overhead(server.url, collection,
+                                       (queries * 2)[: args.overhead_queries]))
+            if "load" in args.sections:
+                print(f"running load ({args.clients} clients, {args.seconds:g} s) ...",
+                      flush=True)
+                result["load"] = load(server.url, server.pid, collection.name, queries, args)
+    if "fuzz" in args.sections:
+        print(f"running fuzz ({args.fuzz_cases} cases) ...", flush=True)
+        result["fuzz"] = fuzz_section(collection, work, args)
+    result["setup"] = {"corpus": str(args.data.name), "docs": args.docs or "all",
+                       "encoder": args.encoder, "server": "uvicorn process on 127.0.0.1, "
+                       "clients in this process (httpx)"}
 
 
 def report(result: dict) -> None:
@@ -215,6 +231,11 @@ def report(result: dict) -> None:
         print(f"{'fuzz schema violations':<34}{got['schema_violations']:>12}  0")
         for sample in got["samples"]:
             print("  ", sample[:500])
+    if "batching" in result:
+        got = result["batching"]
+        for key in ("asks_per_s_1", "asks_per_s_8", "ratio", "errors"):
+            target = {"ratio": ">= 3", "errors": "0"}.get(key, "")
+            print(f"{'batching ' + key:<34}{got[key]!s:>12}  {target}")
 
 
 if __name__ == "__main__":
