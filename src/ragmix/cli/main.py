@@ -5,6 +5,8 @@ Examples::
     ragmix index docs/ --collection my-col
     ragmix search "how are documents chunked?" --collection my-col -k 3
     ragmix ask "what does make demo do?" --collection my-col
+    ragmix index docs/ -c notes --store postgresql://me@localhost:5432/rag
+    ragmix copy my-col "postgresql://me@localhost:5432/rag?collection=notes"
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import contextlib
 import json
 import sys
 from dataclasses import asdict
-from pathlib import Path
 
 import click
 
@@ -26,12 +27,17 @@ from ragmix.cli.options import (
     GENERATION_MODES,
     INDEX_KINDS,
     MODES,
+    collection_location,
     dtype_option,
     fusion_option,
+    index_params,
     marginal_options,
     min_confidence_option,
+    parse_index_options,
+    pg_creation_options,
     query_encoder_option,
     retrieval_option,
+    store_option,
 )
 from ragmix.cli.quiet import quiet_third_party
 from ragmix.errors import RagmixError
@@ -44,7 +50,8 @@ out = Console()
 
 collection_option = click.option(
     "--collection", "-c", "collection_dir", envvar="RAGMIX_COLLECTION", default=".ragmix",
-    show_default=True, type=click.Path(file_okay=False), help="Collection directory ($RAGMIX_COLLECTION).",
+    show_default=True, type=click.Path(file_okay=False),
+    help="Collection directory, or its name with --store ($RAGMIX_COLLECTION).",
 )
 mode_option = click.option(
     "--mode", "-m", type=click.Choice(MODES), default="hybrid",
@@ -74,20 +81,11 @@ def cli() -> None:
     """ragmix: Retrieval-Augmented Generation, offline, with cited answers."""
 
 
-def _parse_index_options(pairs: tuple[str, ...]) -> dict[str, int]:
-    """``("nprobe=32", "nlist=256")`` -> ``{"nprobe": 32, "nlist": 256}``."""
-    params = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not value.strip().isdigit():
-            raise click.BadParameter(f"expected KEY=INTEGER, got {pair!r}", param_hint="--index-option")
-        params[key.strip()] = int(value)
-    return params
-
-
-def _open(collection_dir: str, query_encoder: str | None = None, *, dtype: str = "auto"):
+def _open(collection_dir: str, query_encoder: str | None = None, *, dtype: str = "auto",
+          store: str | None = None):
     from ragmix.store import Collection
 
+    collection_dir = collection_location(collection_dir, store)
     if query_encoder is None:
         return Collection.open(collection_dir, dtype=dtype)
     from ragmix.encoders import load_encoder
@@ -106,31 +104,41 @@ def _open(collection_dir: str, query_encoder: str | None = None, *, dtype: str =
 @click.option("--chunk-size", type=click.IntRange(min=1), default=None,
               help="Words (words), characters (chars) or max characters (recursive).")
 @click.option("--overlap", type=click.IntRange(min=0), default=None, help="Overlap (words/chars).")
-@click.option("--index", "index_kind", type=click.Choice(INDEX_KINDS),
-              default="flat", show_default=True, help="FAISS index type (new collections).")
+@click.option("--index", "index_kind", type=click.Choice(INDEX_KINDS), default=None,
+              help="Index type of a new collection: FAISS's [default: flat], or pgvector's "
+                   "with --store (hnsw [default], ivf, flat).")
 @click.option("--index-option", "index_options", multiple=True, metavar="KEY=VALUE",
-              help="FAISS knob for a new collection, repeatable: M, ef_construction, ef_search "
+              help="Index knob for a new collection, repeatable: M, ef_construction, ef_search "
                    "(hnsw); nlist, nprobe (ivf, ivfpq); m, nbits (ivfpq).")
+@store_option
+@pg_creation_options
 @click.option("--max-bytes", type=click.IntRange(min=1), default=20_000_000, show_default=True,
               help="Skip files larger than this (per row for .jsonl).")
 @dtype_option
 def index(paths, collection_dir, encoder, chunker, chunk_size, overlap, index_kind,
-          index_options, max_bytes, dtype):
+          index_options, store, halfvec, keyword, max_bytes, dtype):
     """Index files and folders (.txt .md .html .pdf, BEIR .jsonl) into a collection.
 
     Re-running adds new files and replaces changed ones; unchanged ones are skipped.
+
+    \b
+    ragmix index docs/ -c my-col
+    ragmix index docs/ -c notes --store postgresql://me@localhost:5432/rag
     """
     from ragmix.chunking import make_chunker
     from ragmix.cli.progress import RichProgress
     from ragmix.store import Collection
     from ragmix.store.collection import check_encoder_name
-    from ragmix.store.manifest import MANIFEST_NAME
+    from ragmix.store.home import home_for
 
     ctx = click.get_current_context()
-    if (Path(collection_dir) / MANIFEST_NAME).exists():
+    collection_dir = collection_location(collection_dir, store)
+    home = home_for(collection_dir)
+    if home.exists():
         creation_only = {"chunker": "--chunker", "chunk_size": "--chunk-size",
                          "overlap": "--overlap", "index_kind": "--index",
-                         "index_options": "--index-option"}
+                         "index_options": "--index-option", "halfvec": "--halfvec",
+                         "keyword": "--keyword"}
         given = [flag for name, flag in creation_only.items()
                  if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE]
         if given:
@@ -138,7 +146,7 @@ def index(paths, collection_dir, encoder, chunker, chunk_size, overlap, index_ki
                 f"{', '.join(given)} only apply when a collection is created; {collection_dir} "
                 "already exists (see ragmix info)")
         if ctx.get_parameter_source("encoder") is click.core.ParameterSource.COMMANDLINE:
-            check_encoder_name(Path(collection_dir), encoder)
+            check_encoder_name(collection_dir, encoder)
         col = Collection.open(collection_dir, dtype=dtype)
     else:
         options = {}
@@ -151,7 +159,8 @@ def index(paths, collection_dir, encoder, chunker, chunk_size, overlap, index_ki
         with err.status(f"loading encoder {encoder}"):
             col = Collection.create(collection_dir, encoder=encoder,
                                     chunker=make_chunker(chunker, **options), index=index_kind,
-                                    index_params=_parse_index_options(index_options),
+                                    index_params=index_params(home, index_options, halfvec,
+                                                               keyword),
                                     dtype=dtype)
     with col, RichProgress(err) as progress:
         report = col.add(list(paths), progress=progress, max_bytes=max_bytes)
@@ -199,12 +208,13 @@ def reembed(collection_dir, encoder, out_dir, dtype):
 @source_option
 @fusion_option
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
+@store_option
 @dtype_option
-def search(query, collection_dir, mode, k, source, fusion, as_json, dtype):
+def search(query, collection_dir, mode, k, source, fusion, as_json, store, dtype):
     """Retrieve the top-k passages for QUERY."""
     from ragmix.cli.render import hits_table
 
-    with _open(collection_dir, dtype=dtype) as col:
+    with _open(collection_dir, dtype=dtype, store=store) as col:
         hits = col.search(query, k, mode=mode, source=source, fusion=fusion)
     if as_json:
         click.echo(json.dumps([asdict(h) for h in hits], indent=2))
@@ -238,10 +248,11 @@ def search(query, collection_dir, mode, k, source, fusion, as_json, dtype):
               help="Also save the per-token posterior heat map as a PNG (implies --explain).")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer and sources as JSON.")
 @min_confidence_option
+@store_option
 @dtype_option
 def ask(question, collection_dir, mode, retrieval, k, source, fusion, tau, beams, decoding, scoring,
         generator, query_encoder, max_new_tokens, explain, explain_png, as_json, min_confidence,
-        dtype):
+        store, dtype):
     """Answer QUESTION from the collection, with its sources.
 
     \b
@@ -259,7 +270,7 @@ def ask(question, collection_dir, mode, retrieval, k, source, fusion, tau, beams
 
     explain = explain or explain_png is not None
     decoding = _checked_decoding(mode, decoding, explain)
-    with _open(collection_dir, query_encoder, dtype=dtype) as col:
+    with _open(collection_dir, query_encoder, dtype=dtype, store=store) as col:
         with err.status(f"loading generator {generator}"):
             gen = load_generator(generator, dtype=dtype)
         searcher = col.searcher(fusion=fusion, source=source)
@@ -319,9 +330,10 @@ def _checked_decoding(mode: str, asked: str | None, explain: bool) -> str:
 @cli.command()
 @collection_option
 @click.option("--json", "as_json", is_flag=True)
-def info(collection_dir, as_json):
+@store_option
+def info(collection_dir, as_json, store):
     """Show a collection's counts, settings and size."""
-    with _open(collection_dir) as col:
+    with _open(collection_dir, store=store) as col:
         data = col.info()
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -333,9 +345,10 @@ def info(collection_dir, as_json):
 @cli.command()
 @click.argument("patterns", nargs=-1, required=True)
 @collection_option
-def delete(patterns, collection_dir):
+@store_option
+def delete(patterns, collection_dir, store):
     """Delete documents whose path or id matches any of PATTERNS (globs)."""
-    with _open(collection_dir) as col:
+    with _open(collection_dir, store=store) as col:
         removed = col.delete(list(patterns))
     if not removed:
         raise click.ClickException(f"no document matches {', '.join(patterns)}")
@@ -345,10 +358,12 @@ def delete(patterns, collection_dir):
 
 
 def _register_subgroups() -> None:
+    from ragmix.cli.copy_cmd import copy
     from ragmix.cli.eval_cmd import eval_group
     from ragmix.cli.serve_cmd import serve
     from ragmix.cli.train_cmd import train_group
 
+    cli.add_command(copy)
     cli.add_command(eval_group)
     cli.add_command(serve)
     cli.add_command(train_group)

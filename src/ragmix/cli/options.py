@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from ragmix.chunking import CHUNKERS
@@ -82,3 +84,63 @@ dtype_option = click.option(
     "--dtype", type=click.Choice(DTYPES), default="auto", show_default=True, envvar=ENV_VAR,
     help="What the models compute in: auto (bfloat16 where the CPU has AMX, else "
          f"float32), float32 or bfloat16 (${ENV_VAR}).")
+
+store_option = click.option(
+    "--store", default=None, envvar="RAGMIX_STORE", metavar="URL",
+    help="Keep the collection in PostgreSQL (>= 13, pgvector >= 0.8): "
+         "postgresql://USER[:PASSWORD]@HOST[:PORT]/DB; --collection is then its name in that "
+         "database ($RAGMIX_STORE). A --collection of postgresql://...?collection=NAME works "
+         "alone.")
+
+
+def collection_location(collection: str, store: str | None) -> str:
+    """Where --collection and --store point: a directory, or a PostgreSQL collection URL."""
+    from ragmix.store.home import is_url
+
+    if store is None or is_url(collection):
+        return collection
+    if not is_url(store):
+        raise click.BadParameter(f"expected postgresql://USER@HOST:PORT/DB, got {store!r}",
+                                 param_hint="--store")
+    if "collection=" in store:
+        return store
+    from ragmix.store.pg.home import location_of
+
+    return location_of(store, collection)
+
+
+def pg_creation_options(fn):
+    """--halfvec and --keyword: how a new PostgreSQL collection stores and searches."""
+    fn = click.option("--keyword", type=click.Choice(("bm25", "tsvector")), default=None,
+                      help="PostgreSQL keyword search: bm25 (bm25s over the texts, a cached view "
+                           "rebuilt when the collection changes; the default) or tsvector "
+                           "(PostgreSQL full text search, ts_rank_cd: no IDF).")(fn)
+    fn = click.option("--halfvec", is_flag=True,
+                      help="PostgreSQL: index float16 copies of the vectors (half the index "
+                           "size; scores stay float32).")(fn)
+    return fn
+
+
+def parse_index_options(pairs: tuple[str, ...]) -> dict[str, int]:
+    """``("nprobe=32", "nlist=256")`` -> ``{"nprobe": 32, "nlist": 256}``."""
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise click.BadParameter(f"expected KEY=INTEGER, got {pair!r}", param_hint="--index-option")
+        params[key.strip()] = int(value)
+    return params
+
+
+def index_params(home: Any, pairs: tuple[str, ...], halfvec: bool,
+                  keyword: str | None) -> dict[str, object]:
+    """--index-option pairs, plus --halfvec / --keyword for a PostgreSQL collection."""
+    params: dict[str, object] = dict(parse_index_options(pairs))
+    if (halfvec or keyword) and home.directory is not None:
+        raise click.UsageError("--halfvec and --keyword apply to PostgreSQL collections "
+                               "(--store URL); a directory's index is FAISS's")
+    if halfvec:
+        params["storage"] = "halfvec"
+    if keyword:
+        params["keyword"] = keyword
+    return params

@@ -1,6 +1,9 @@
-r"""A collection: a directory holding documents, chunks, embeddings and search indexes.
+r"""A collection: documents, chunks, embeddings and search indexes, in a directory or a database.
 
-Layout::
+A collection lives in a directory (the embedded backend) or in a PostgreSQL
+database, named by the URL ``postgresql://USER@HOST:PORT/DB?collection=NAME``
+(:mod:`ragmix.store.home`; every method works the same on both). A directory's
+layout::
 
     DIR/manifest.json   encoder, chunker, index and BM25 settings
     DIR/store.sqlite    documents, chunks and embeddings (the truth)
@@ -34,9 +37,7 @@ Example (the default encoder is all-MiniLM-L6-v2; hashing-256 needs no model):
 
 from __future__ import annotations
 
-import fcntl
 from collections.abc import Iterable, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,7 +49,6 @@ from ragmix.chunking.base import Chunker
 from ragmix.encoders import DEFAULT_ENCODER, load_encoder
 from ragmix.encoders.base import Encoder
 from ragmix.errors import BadInputError, CollectionError, EncoderMismatchError
-from ragmix.index import INDEX_KINDS
 from ragmix.retrieval.fusion import softmax_probs
 from ragmix.retrieval.retrievers import (
     DEFAULT_FUSION,
@@ -60,8 +60,9 @@ from ragmix.retrieval.retrievers import (
 )
 from ragmix.store.backend import DocumentRow, PassageIndex, StoreBackend
 from ragmix.store.embedded import REFINED_KINDS, STORE_FILE, EmbeddedBackend
+from ragmix.store.home import CollectionHome, DirectoryHome, home_for
 from ragmix.store.ingest import COMMIT_CHUNKS, IndexReport, Progress, ingest
-from ragmix.store.manifest import MANIFEST_NAME, Manifest
+from ragmix.store.manifest import Manifest
 from ragmix.types import Document, Hit, ScoredId, Skipped
 
 if TYPE_CHECKING:
@@ -70,17 +71,16 @@ if TYPE_CHECKING:
 
 __all__ = ["MODES", "REFINED_KINDS", "STORE_FILE", "BoundSearch", "Collection",
            "check_encoder_name"]
-LOCK_FILE = ".lock"
 
 
-def check_encoder_name(directory: Path, spec: str) -> None:
+def check_encoder_name(location: str | Path, spec: str) -> None:
     """Raise if ``spec`` names another encoder than the one that built the collection."""
     from ragmix.encoders import canonical_name
 
-    built_with = Manifest.load(directory).encoder
+    built_with = home_for(location).load_manifest().encoder
     if canonical_name(spec) != built_with:
         raise EncoderMismatchError(
-            f"collection {str(directory)!r} was built with encoder {built_with!r}, not {spec!r}; "
+            f"collection {str(location)!r} was built with encoder {built_with!r}, not {spec!r}; "
             "leave the encoder out, or index into a new collection"
         )
 
@@ -89,12 +89,16 @@ class Collection:
     """Documents indexed for dense, BM25 and hybrid search; see the module docstring.
 
     Its storage and search go through ``backend`` (a :class:`StoreBackend`), by
-    default the embedded one in ``directory``.
+    default the one of ``home`` (a directory: the embedded backend). ``directory`` is
+    the collection's folder, None for a collection in a database; ``location`` names
+    it either way.
     """
 
-    def __init__(self, directory: Path, manifest: Manifest, encoder: Encoder | None,
+    def __init__(self, home: CollectionHome | Path, manifest: Manifest, encoder: Encoder | None,
                  *, dtype: str = "float32", backend: StoreBackend | None = None) -> None:
-        self.directory = directory
+        self.home: CollectionHome = DirectoryHome(home) if isinstance(home, Path) else home
+        self.directory: Path | None = self.home.directory
+        self.location = self.home.location
         self.manifest = manifest
         self._encoder = encoder
         self._dtype = dtype  # for the encoder the manifest names, when it is loaded
@@ -105,7 +109,7 @@ class Collection:
                 f"the backend {backend!r} holds vectors of dim {backend.dim}, the manifest's "
                 f"encoder {manifest.encoder!r} has dim {manifest.dim}; give a backend of "
                 f"dim {manifest.dim}")
-        self.backend: StoreBackend = (EmbeddedBackend.for_manifest(directory, manifest)
+        self.backend: StoreBackend = (self.home.open_backend(manifest)
                                       if backend is None else backend)
         self.chunker: Chunker = chunker_from_settings(manifest.chunker)
 
@@ -122,7 +126,7 @@ class Collection:
     def _embedded(self) -> EmbeddedBackend:
         if not isinstance(self.backend, EmbeddedBackend):
             raise CollectionError(
-                f"collection {str(self.directory)!r} is stored in {self.backend!r}, which has "
+                f"collection {self.location!r} is stored in {self.backend!r}, which has "
                 "no SQLite store or FAISS views; use the StoreBackend methods of col.backend")
         return self.backend
 
@@ -134,47 +138,46 @@ class Collection:
     @classmethod
     def create(
         cls,
-        directory: str | Path,
+        location: str | Path,
         *,
         encoder: Encoder | str = DEFAULT_ENCODER,
         chunker: Chunker | None = None,
-        index: str = "flat",
+        index: str | None = None,
         index_params: dict[str, Any] | None = None,
         bm25_params: dict[str, Any] | None = None,
         dtype: str = "float32",
     ) -> Collection:
-        """Create a new, empty collection in ``directory`` (which must not hold one).
+        """Create a new, empty collection at ``location`` (which must not hold one).
 
+        ``location`` is a directory or ``postgresql://USER@HOST:PORT/DB?collection=NAME``.
+        ``index`` defaults to ``flat`` (FAISS) in a directory and ``hnsw`` in PostgreSQL
+        (there ``index_params`` may also set ``storage="halfvec"`` and
+        ``keyword="tsvector"``, see :class:`~ragmix.store.pg.settings.PgSettings`).
         ``dtype`` (:data:`ragmix.dtypes.DTYPES`) applies to an encoder given by name.
         """
-        directory = Path(directory)
-        if (directory / MANIFEST_NAME).exists():
+        home = home_for(location)
+        if home.exists():
             raise CollectionError(
-                f"{str(directory)!r} already holds a collection; open it with Collection.open"
+                f"{home.location!r} already holds a collection; open it with Collection.open"
             )
-        if index not in INDEX_KINDS:
-            raise BadInputError(f"index must be one of {INDEX_KINDS}, got {index!r}")
         enc = load_encoder(encoder, dtype=dtype) if isinstance(encoder, str) else encoder
         chunker = chunker or make_chunker("words")
         manifest = Manifest(
             encoder=enc.name,
             dim=enc.dim,
             chunker=chunker.settings(),
-            index={"kind": index, **(index_params or {})},
+            # validated before anything is written
+            index=home.index_settings(index or home.default_index, dict(index_params or {}),
+                                      enc.dim),
             bm25=dict(bm25_params or {}),
         )
-        # Validate the index settings before anything is written.
-        from ragmix.index.faiss_index import FaissIndex
-
-        FaissIndex(index, enc.dim, **(index_params or {}))
-        directory.mkdir(parents=True, exist_ok=True)
-        manifest.save(directory)
-        return cls(directory, manifest, enc, dtype=dtype)
+        return cls(home, manifest, enc, dtype=dtype, backend=home.create(manifest))
 
     @classmethod
-    def open(cls, directory: str | Path, *, encoder: Encoder | None = None,
+    def open(cls, location: str | Path, *, encoder: Encoder | None = None,
              query_encoder: Encoder | None = None, dtype: str = "float32") -> Collection:
-        """Open an existing collection; ``encoder`` must be the one that built it.
+        """Open the collection at ``location`` (a directory or a PostgreSQL URL, see
+        :meth:`create`); ``encoder`` must be the one that built it.
 
         ``query_encoder`` embeds queries instead of ``encoder`` (a query tower
         fine-tuned against this index, of the same dimension). Without
@@ -184,15 +187,15 @@ class Collection:
         from ragmix.dtypes import check_dtype
 
         check_dtype(dtype)
-        directory = Path(directory)
-        manifest = Manifest.load(directory)
+        home = home_for(location)
+        manifest = home.load_manifest()
         if encoder is not None and (encoder.name != manifest.encoder or encoder.dim != manifest.dim):
             raise EncoderMismatchError(
-                f"collection {str(directory)!r} was built with encoder {manifest.encoder!r} "
+                f"collection {home.location!r} was built with encoder {manifest.encoder!r} "
                 f"(dim {manifest.dim}), not {encoder.name!r} (dim {encoder.dim}); open it "
                 "without an encoder, or re-index into a new collection"
             )
-        col = cls(directory, manifest, encoder, dtype=dtype)
+        col = cls(home, manifest, encoder, dtype=dtype)
         if query_encoder is not None:
             col.use_query_encoder(query_encoder)
         return col
@@ -202,20 +205,20 @@ class Collection:
         if encoder.dim != self.manifest.dim:
             raise EncoderMismatchError(
                 f"query encoder {encoder.name!r} has dim {encoder.dim}, the collection "
-                f"{str(self.directory)!r} dim {self.manifest.dim}")
+                f"{self.location!r} dim {self.manifest.dim}")
         self.query_encoder = encoder
 
     @classmethod
-    def open_or_create(cls, directory: str | Path, **create_options: Any) -> Collection:
-        """Open ``directory`` if it holds a collection, else create one with the options."""
-        if (Path(directory) / MANIFEST_NAME).exists():
+    def open_or_create(cls, location: str | Path, **create_options: Any) -> Collection:
+        """Open ``location`` if it holds a collection, else create one with the options."""
+        if home_for(location).exists():
             encoder = create_options.get("encoder")
             if isinstance(encoder, str):
-                check_encoder_name(Path(directory), encoder)
+                check_encoder_name(location, encoder)
                 encoder = None
-            return cls.open(directory, encoder=encoder,
+            return cls.open(location, encoder=encoder,
                             dtype=create_options.get("dtype", "float32"))
-        return cls.create(directory, **create_options)
+        return cls.create(location, **create_options)
 
     def close(self) -> None:
         self.backend.close()
@@ -260,7 +263,7 @@ class Collection:
         """Index already-loaded documents (``Skipped`` items are reported, not indexed)."""
         if commit_chunks <= 0:
             raise BadInputError(f"commit_chunks must be > 0, got {commit_chunks}")
-        with self._write_lock():
+        with self.home.write_lock():
             report = ingest(documents, self.backend, self.chunker, lambda: self.encoder,
                             progress, commit_chunks=commit_chunks)
             if progress is not None:
@@ -270,28 +273,13 @@ class Collection:
 
     def delete(self, patterns: Sequence[str]) -> list[str]:
         """Delete documents whose id or source matches any glob; returns their ids."""
-        with self._write_lock():
+        with self.home.write_lock():
             doc_ids = sorted({d.doc_id for p in patterns for d in self.backend.documents(p)})
             if doc_ids:
                 with self.backend.batch() as batch:
                     batch.delete(doc_ids)
             self.backend.refresh()
         return doc_ids
-
-    @contextmanager
-    def _write_lock(self):
-        with open(self.directory / LOCK_FILE, "w") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise CollectionError(
-                    f"collection {str(self.directory)!r} is being written by another process; "
-                    "wait for it to finish"
-                ) from None
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
 
     # -- reading ----------------------------------------------------------------
     def retriever(
@@ -356,13 +344,12 @@ class Collection:
 
     def info(self) -> dict[str, Any]:
         """Counts, settings and size on disk, for ``ragmix info``."""
-        size = sum(p.stat().st_size for p in self.directory.rglob("*") if p.is_file())
         return {
-            "path": str(self.directory.resolve()),
+            "path": self.location if self.directory is None else str(self.directory.resolve()),
             "documents": self.backend.count_documents(),
             "chunks": self.backend.count_chunks(),
             "generation": self.backend.generation,
-            "disk_bytes": size,
+            "disk_bytes": self.home.disk_bytes(self.backend),
             **asdict(self.manifest),
         }
 

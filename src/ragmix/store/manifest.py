@@ -36,12 +36,17 @@ class Manifest:
                 f"{str(directory)!r} is not a ragmix collection (no {MANIFEST_NAME}); "
                 "create one with: ragmix index PATH --collection DIR"
             )
-        data = _read_object(path)
+        return cls.from_data(_read_object(path), where=str(directory), path=path)
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any], *, where: str, path: Path | str) -> Manifest:
+        """The manifest in ``data`` (parsed JSON), checked; ``where`` and ``path`` name it
+        in errors (a collection in a database keeps its manifest in a meta table)."""
         version = data.get("format_version", FORMAT_VERSION)
         # Checked before the keys: another version may well have other keys.
         if version != FORMAT_VERSION and _is_int(version):
             raise CollectionError(
-                f"collection {str(directory)!r} has format version {version}, "
+                f"collection {where!r} has format version {version}, "
                 f"this ragmix reads version {FORMAT_VERSION}; re-index it"
             )
         _check_fields(path, data)
@@ -59,7 +64,7 @@ _FIELD_TYPES: dict[str, tuple[type, str]] = {
 }
 
 
-def _corrupt(path: Path, problem: str) -> CollectionError:
+def _corrupt(path: Path | str, problem: str) -> CollectionError:
     return CollectionError(
         f"corrupt manifest {str(path)!r}: {problem}; restore it from a backup, or re-index "
         "into a new collection (ragmix index PATH --collection NEW_DIR)"
@@ -81,7 +86,7 @@ def _read_object(path: Path) -> dict[str, Any]:
     return data
 
 
-def _check_fields(path: Path, data: dict[str, Any]) -> None:
+def _check_fields(path: Path | str, data: dict[str, Any]) -> None:
     """Raise a :class:`CollectionError` naming the first missing, unknown or mistyped key."""
     required = [f.name for f in fields(Manifest)
                 if f.default is MISSING and f.default_factory is MISSING]
