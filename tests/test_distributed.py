@@ -32,6 +32,8 @@ from ragmix.errors import BadInputError, CollectionError, EncoderMismatchError
 from ragmix.store import Collection
 
 HANDBOOK = Path(__file__).resolve().parent / "fixtures" / "handbook"
+# Ray Data reads its own deprecated settings when it copies its context (Ray 2.60).
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
 EMPTY = np.finfo(np.float32).min
 
 
@@ -61,7 +63,7 @@ def _reference(ids, vectors, queries, k, allowed=None):
     """One flat index's top-k with its ties ordered by the smaller id (searched to the end)."""
     index = _flat(ids, vectors)
     params = None if allowed is None else faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
-    scores, found = index.search(queries, len(ids), params=params)  # (q, n) each
+    scores, found = index.search(queries, max(k, len(ids)), params=params)  # (q, >= k) each
     empty = found < 0
     order = np.lexsort((np.where(empty, np.iinfo(np.int64).max, found), -scores, empty), axis=-1)
     return (np.take_along_axis(scores, order, 1)[:, :k], np.take_along_axis(found, order, 1)[:, :k])
@@ -146,14 +148,24 @@ def test_sharded_searcher_matches_the_collection(ray_cluster, handbook_collectio
         assert set(got[1][got[1] >= 0].tolist()) <= set(allowed.tolist())
         assert np.array_equal(got[1], col.backend.vector_search(queries, 3, allowed_ids=allowed)[1])
         for mode in ("dense", "hybrid"):  # the retriever plugs into hybrid search unchanged
-            hits = col.hits(sharded_retriever(col, searcher, mode=mode).retrieve("bees", 4))
-            assert [h.chunk_id for h in hits] == [h.chunk_id for h in col.search("bees", 4,
-                                                                                mode=mode)]
+            query = "how do bees survive the winter?"
+            hits = col.hits(sharded_retriever(col, searcher, mode=mode).retrieve(query, 4))
+            _same_ranking(hits, col.search(query, 4, mode=mode))
         with pytest.raises(BadInputError, match="read-only"):
             searcher.add(np.array([1]), queries[:1])
         with pytest.raises(BadInputError, match=r"shape \(q, 128\)"):
             searcher.search(queries[0], 3)
     assert shards.generation == col.backend.generation
+
+
+def _same_ranking(got, want) -> None:
+    """Equal scores rank by rank, and equal ids wherever a score is not tied (FAISS orders
+    a collection's own ties as it met them; the shards order them by id)."""
+    assert [h.score for h in got] == pytest.approx([h.score for h in want], abs=1e-6)
+    scores = [round(h.score, 5) for h in want]
+    for rank, (a, b) in enumerate(zip(got, want)):
+        if scores.count(scores[rank]) == 1:
+            assert a.chunk_id == b.chunk_id, rank
 
 
 # -- ingest with Ray Data --------------------------------------------------------
@@ -183,42 +195,31 @@ class _Recorder:
                 raise KeyboardInterrupt("simulated crash after a commit")
 
 
-def test_ray_ingest_stores_what_local_ingest_stores(ray_cluster, tmp_path) -> None:
+def test_ray_ingest_resumes_after_a_crash_and_stores_what_local_ingest_stores(
+        ray_cluster, tmp_path) -> None:
     corpus = write_corpus(tmp_path / "corpus", 10, words_per_file=300)
     with Collection.create(tmp_path / "local", encoder="hashing-64") as local:
-        local_report = local.add([corpus], commit_chunks=5)
+        local.add([corpus], commit_chunks=8)
         want = _snapshot(local)
     with Collection.create(tmp_path / "ray", encoder="hashing-64") as col:
+        with pytest.raises(KeyboardInterrupt):  # the driver dies after its second commit
+            ingest_with_ray(col, [corpus], concurrency=2, batch_size=4, commit_chunks=8,
+                            num_cpus=0.5, progress=_Recorder(fail_after_commits=2))
+        stored = col.backend.count_documents()
+        assert 0 < stored < 10  # whole documents only, as committed
         progress = _Recorder()
-        report = ingest_with_ray(col, [corpus], concurrency=2, batch_size=4, commit_chunks=5,
-                                 num_cpus=0.5, progress=progress)
+        report = ingest_with_ray(col, [corpus], concurrency=1, batch_size=4, commit_chunks=8,
+                                 num_cpus=0.5, encoder_factory=functools.partial(HashingEncoder, 64),
+                                 progress=progress)
+        assert (report.unchanged, report.added) == (stored, 10 - stored)  # skipped by hash
         got = _snapshot(col)
         assert col.search("marker3", 1, mode="hybrid")[0].source.endswith("doc0003.md")
-    assert (report.added, report.chunks) == (local_report.added, local_report.chunks) == (10, 20)
-    assert got[0] == want[0] and np.array_equal(got[1], want[1]) and got[3] == want[3]
+    assert got[0] == want[0]  # the same documents, content hashes and chunk counts
+    assert np.array_equal(got[1], want[1])  # the same chunk ids: commits in the same groups
     np.testing.assert_allclose(got[2], want[2], atol=1e-6)
-    assert progress.embedded == 20 and progress.stages[-2:] == ["embedding", "updating indexes"]
-
-
-def test_ray_ingest_resumes_after_a_crash(ray_cluster, tmp_path) -> None:
-    corpus = write_corpus(tmp_path / "corpus", 8, words_per_file=300)
-    with Collection.create(tmp_path / "local", encoder="hashing-64") as local:
-        local.add([corpus], commit_chunks=4)
-        want = _snapshot(local)
-    factory = functools.partial(HashingEncoder, 64)
-    with Collection.create(tmp_path / "ray", encoder="hashing-64") as col:
-        with pytest.raises(KeyboardInterrupt):
-            ingest_with_ray(col, [corpus], concurrency=1, batch_size=4, commit_chunks=4,
-                            num_cpus=0.5, encoder_factory=factory,
-                            progress=_Recorder(fail_after_commits=2))
-        assert col.backend.count_documents() == 4  # two commits of two documents each
-        report = ingest_with_ray(col, [corpus], concurrency=1, batch_size=4, commit_chunks=4,
-                                 num_cpus=0.5, encoder_factory=factory)
-        assert (report.unchanged, report.added) == (4, 4)
-        got = _snapshot(col)
-    assert got[0] == want[0] and np.array_equal(got[2], want[2])
-    # the interrupted run used chunk ids and generations the local one never did; none lost
-    assert len(got[1]) == len(want[1]) == 16
+    assert got[3] == want[3]  # and as many commits
+    assert progress.embedded == report.chunks
+    assert progress.stages[-2:] == ["embedding", "updating indexes"]
 
 
 def test_ray_ingest_with_nothing_to_do_starts_no_actors(tmp_path) -> None:

@@ -3,7 +3,7 @@
 The driver (this process) reads, deduplicates and chunks the documents exactly as
 :func:`ragmix.store.ingest.ingest` does and skips those already stored with the
 same content hash. Ray Data sends the chunk texts to ``concurrency`` embedding
-actors (``map_batches`` with a callable class), each loading the encoder once.
+actors (``map_batches`` with a callable class on an ``ActorPoolStrategy``), each loading the encoder once.
 Vectors stream back in order and whole documents are committed through the store's
 ``backend.batch()``, ``commit_chunks`` chunks at a time in the same groups as a local
 ingest, so the stored chunk ids, embeddings and generations are the same, and a
@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,8 +181,8 @@ def _embed_and_commit(plan: _Plan, collection: Any, factory: Callable[[], Encode
     context.enable_progress_bars = False  # the library never prints; `progress` reports
     try:
         embedded = _dataset(ray_data, texts, batch_size).map_batches(
-            EmbedBatch, batch_size=batch_size, batch_format="numpy", concurrency=concurrency,
-            num_cpus=num_cpus, fn_constructor_kwargs={
+            EmbedBatch, batch_size=batch_size, batch_format="numpy", num_cpus=num_cpus,
+            compute=ray_data.ActorPoolStrategy(size=concurrency), fn_constructor_kwargs={
                 "factory": factory, "name": collection.manifest.encoder,
                 "dim": collection.manifest.dim, "batch_size": batch_size})
         if progress is not None:
@@ -192,6 +193,12 @@ def _embed_and_commit(plan: _Plan, collection: Any, factory: Callable[[], Encode
         committer.flush()
     finally:
         context.execution_options.preserve_order, context.enable_progress_bars = saved
+
+
+def _write_lock(collection: Any) -> AbstractContextManager[None]:
+    """The collection's own writer lock, so a local ``ragmix index`` cannot run alongside."""
+    home = getattr(collection, "home", None)  # where the collection lives (dir or database)
+    return home.write_lock() if home is not None else collection._write_lock()
 
 
 def ingest_documents_with_ray(
@@ -219,8 +226,7 @@ def ingest_documents_with_ray(
 
         encoder_factory = functools.partial(load_encoder, collection.manifest.encoder,
                                             dtype=dtype)
-    # The collection's own writer lock: a local `ragmix index` cannot run alongside.
-    with collection._write_lock():
+    with _write_lock(collection):
         plan = _plan(documents, collection.backend, collection.chunker, progress)
         if plan.todo:
             if not ray_module().is_initialized():
