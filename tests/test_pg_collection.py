@@ -77,7 +77,10 @@ def test_a_collection_in_postgresql_searches_as_the_embedded_one(pg_location, co
         assert all(doc_id not in gone for doc_id, _ in found(again, "marker3", "bm25"))
 
 
-def test_the_write_lock_is_an_advisory_lock(pg_location, corpus):
+def test_the_write_lock_is_an_advisory_lock(pg_location, corpus, monkeypatch):
+    from ragmix.store.pg import home
+
+    monkeypatch.setattr(home, "LOCK_WAIT_S", 0.2)
     location = pg_location()
     with Collection.create(location, encoder="hashing-256") as col:
         with col.home.write_lock():

@@ -38,6 +38,7 @@ Example (the default encoder is all-MiniLM-L6-v2; hashing-256 needs no model):
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -263,7 +264,7 @@ class Collection:
         """Index already-loaded documents (``Skipped`` items are reported, not indexed)."""
         if commit_chunks <= 0:
             raise BadInputError(f"commit_chunks must be > 0, got {commit_chunks}")
-        with self.home.write_lock():
+        with self._write_lock():
             report = ingest(documents, self.backend, self.chunker, lambda: self.encoder,
                             progress, commit_chunks=commit_chunks)
             if progress is not None:
@@ -273,13 +274,17 @@ class Collection:
 
     def delete(self, patterns: Sequence[str]) -> list[str]:
         """Delete documents whose id or source matches any glob; returns their ids."""
-        with self.home.write_lock():
+        with self._write_lock():
             doc_ids = sorted({d.doc_id for p in patterns for d in self.backend.documents(p)})
             if doc_ids:
                 with self.backend.batch() as batch:
                     batch.delete(doc_ids)
             self.backend.refresh()
         return doc_ids
+
+    def _write_lock(self) -> AbstractContextManager[None]:
+        """Held while this process writes: a lock file, or a PostgreSQL advisory lock."""
+        return self.home.write_lock()
 
     # -- reading ----------------------------------------------------------------
     def retriever(

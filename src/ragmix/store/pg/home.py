@@ -9,6 +9,7 @@ this handle.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, replace
@@ -24,6 +25,7 @@ from ragmix.store.pg.schema import SCHEMA_PREFIX
 from ragmix.store.pg.settings import KEYWORDS, PgSettings
 
 MANIFEST_KEY = "manifest"
+LOCK_WAIT_S = 5.0  # how long a writer waits for another's advisory lock
 
 
 def split_url(location: str) -> tuple[str, str, str | None]:
@@ -119,11 +121,20 @@ class PgHome:
 
     @contextmanager
     def write_lock(self) -> Iterator[None]:
-        """A session advisory lock on its own connection: a killed writer's ends with it."""
+        """A session advisory lock on its own connection: a killed writer's ends with it.
+
+        The server ends a killed writer's session when it next reads from it, which
+        can be after the statement it was running, so this waits up to LOCK_WAIT_S.
+        """
         with pg.connect(self.url) as conn:
             key = f"ragmix:{SCHEMA_PREFIX}{self.name}"
-            row = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
-                               (key,)).fetchone()
+            deadline = time.monotonic() + LOCK_WAIT_S
+            while True:
+                row = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
+                                   (key,)).fetchone()
+                if (row and row[0]) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
             if not (row and row[0]):
                 raise CollectionError(
                     f"collection {self.location!r} is being written by another process; "
