@@ -32,7 +32,8 @@ def items(conn) -> np.ndarray:
     """fact_items: N_ROWS unit vectors with an HNSW inner-product index; category = id % 50."""
     x = _unit_rows(N_ROWS, DIM, seed=0)
     conn.execute("DROP TABLE IF EXISTS fact_items")
-    conn.execute(f"CREATE TABLE fact_items (id bigint PRIMARY KEY, cat int, embedding vector({DIM}))")
+    conn.execute("CREATE TABLE fact_items (id bigint PRIMARY KEY, cat int, "
+                 f"embedding vector({DIM}))")
     with conn.cursor() as cur, cur.copy(
             "COPY fact_items (id, cat, embedding) FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types(["int8", "int4", "vector"])
@@ -48,7 +49,8 @@ def _plan(conn, query: str, params: tuple) -> str:
 
 
 def test_server_runs_pgvector_08(conn):
-    version = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+    version = conn.execute(
+        "SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
     assert tuple(int(p) for p in version[0].split(".")) >= (0, 8, 0)
     assert int(conn.execute("SHOW server_version_num").fetchone()[0]) >= 130000
 
