@@ -1,7 +1,7 @@
 """Abstention: a confidence that tells right answers from unanswerable questions, and its threshold.
 
     .venv/bin/python bench/bench_abstention.py [--fit 160] [--test 100] [--mode rag-sequence]
-                                               [--scoring pmi] [--generator smollm2]
+                                               [--scoring constrained] [--generator smollm2]
                                                [--prompt copy|answer|few-shot]
 
 Unanswerable questions are asked of a copy of the SQuAD-open collection from
@@ -44,6 +44,7 @@ set_offline_defaults()
 from _common import DATA, RESULTS, ROOT, require_data, write_result  # noqa: E402
 
 from ragmix.encoders import canonical_name  # noqa: E402
+from ragmix.modes import DEFAULT_SCORING, SCORINGS  # noqa: E402
 from ragmix.generation import prompt as prompt_module  # noqa: E402
 from ragmix.generation.prompt import DEFAULT_GROUNDED_PROMPT, GROUNDED_PROMPT_STYLES  # noqa: E402
 
@@ -195,8 +196,7 @@ def main() -> None:
     parser.add_argument("--fit", type=int, default=160, help="SQuAD train questions to fit on")
     parser.add_argument("--test", type=int, default=100, help="SQuAD dev questions to test on")
     parser.add_argument("--mode", choices=("rag-sequence", "stuff"), default="rag-sequence")
-    parser.add_argument("--scoring", choices=("constrained", "raw", "mean", "pmi"),
-                        default="pmi")
+    parser.add_argument("--scoring", choices=SCORINGS, default=DEFAULT_SCORING)
     parser.add_argument("--generator", default="smollm2")
     parser.add_argument("--prompt", choices=GROUNDED_PROMPT_STYLES, default=DEFAULT_GROUNDED_PROMPT,
                         help="grounded RAG-Sequence's prompt style (ragmix.generation.prompt)")

@@ -282,11 +282,12 @@ def test_ask_abstains_below_the_calibrated_confidence(tmp_path: Path, corpus: Pa
     model_dir = _tiny_bpe_folder(tmp_path)
     from ragmix.generation import load_generator
     from ragmix.marginal.confidence import SIGNALS, Calibration, save_calibration
+    from ragmix.modes import DEFAULT_SCORING
 
     n = len(SIGNALS)
     table = tmp_path / "confidence.json"
     save_calibration(Calibration(SIGNALS, (0.0,) * n, (1.0,) * n, (0.0,) * n, -30.0, 0.4),
-                     load_generator(str(model_dir)).name, "rag-sequence", "pmi", table)
+                     load_generator(str(model_dir)).name, "rag-sequence", DEFAULT_SCORING, table)
     monkeypatch.setenv("RAGMIX_CALIBRATION", str(table))
     runner = CliRunner()
     col = tmp_path / "col"

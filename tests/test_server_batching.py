@@ -93,7 +93,7 @@ def assert_same_answer(got, want):
 
 
 @pytest.mark.parametrize("options", [
-    {},  # the default ask: RAG-Sequence, grounded, pmi
+    {},  # the default ask: RAG-Sequence, grounded
     {"mode": "rag-sequence", "decoding": "fast", "beams": 3},
     {"mode": "rag-sequence", "decoding": "thorough", "beams": 2},
     {"mode": "rag-token", "max_new_tokens": 6},
