@@ -7,15 +7,16 @@ import click
 from ragmix.modes import DEFAULT_GENERATOR
 from rich.console import Console
 
-from ragmix.cli.options import dtype_option
+from ragmix.cli.options import collection_location, dtype_option, store_option
 
 err = Console(stderr=True)
 
 
 @click.command()
 @click.option("--collection", "-c", "collections", multiple=True, required=True,
-              type=click.Path(file_okay=False, exists=True),
-              help="A collection directory to serve, repeatable; its URL name is the folder's.")
+              help="A collection to serve, repeatable: a directory (its URL name is the "
+                   "folder's) or postgresql://USER@HOST:PORT/DB?collection=NAME (named NAME).")
+@store_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind; other than loopback only with API keys.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
@@ -37,13 +38,14 @@ err = Console(stderr=True)
 @click.option("--rate-burst", type=click.IntRange(min=1), default=20, show_default=True,
               help="Requests a key may make at once before --rate-limit applies.")
 @dtype_option
-def serve(collections, host, port, api_keys, generator, data_dir, max_upload_mb, rate_limit,
-          rate_burst, dtype):
+def serve(collections, store, host, port, api_keys, generator, data_dir, max_upload_mb,
+          rate_limit, rate_burst, dtype):
     """Serve collections over HTTP: search, cited answers (JSON or SSE), uploads.
 
     \b
     ragmix serve -c my-col
     ragmix serve -c docs -c wiki --host 0.0.0.0 --api-keys keys.txt
+    ragmix serve -c 'postgresql://me@db:5432/rag?collection=notes'
     curl -s localhost:8000/v1/collections
 
     Interactive docs at /docs, the schema at /openapi.json.
@@ -64,7 +66,7 @@ def serve(collections, host, port, api_keys, generator, data_dir, max_upload_mb,
     limits = Limits(max_upload_bytes=upload_bytes,
                     max_body_bytes=max(Limits().max_body_bytes, 3 * upload_bytes))
     settings = ServerSettings.build(
-        list(collections), data_dir=data_dir, generator=generator, keys=keys, limits=limits,
+        [collection_location(c, store) for c in collections], data_dir=data_dir, generator=generator, keys=keys, limits=limits,
         rate_limit=RateLimit(rate_limit, rate_burst) if rate_limit else None, dtype=dtype)
     app = create_app(settings)
     names = ", ".join(settings.collections)

@@ -1,11 +1,12 @@
 """One collection as a server holds it: a reader for requests, a writer for ingestion.
 
-A :class:`~ragmix.store.Collection` keeps one SQLite connection and its
-in-memory views, so requests take turns on the reader (searches take
-milliseconds). Ingestion and deletion go through a second instance, the writer,
-on its own connection: SQLite's WAL lets searches go on while a large upload is
-embedded, and the reader's views catch up with the store's generation at its
-next search.
+A :class:`~ragmix.store.Collection` keeps one database connection (SQLite, or
+PostgreSQL for a ``postgresql://...?collection=NAME`` location) and its in-memory
+views, so requests take turns on the reader (searches take milliseconds).
+Ingestion and deletion go through a second instance, the writer, on its own
+connection: SQLite's WAL (or PostgreSQL's transactions) lets searches go on while
+a large upload is embedded, and the reader's views catch up with the store's
+generation at its next search.
 """
 
 from __future__ import annotations
@@ -27,15 +28,18 @@ class CollectionGoneError(RagmixError):
 class ServedCollection:
     """A named collection with its locks; ``uploads`` is where its uploaded files are kept.
 
-    ``created``: made over the API (in the data folder), so the API may delete it.
+    ``location`` is a directory or a PostgreSQL collection URL; ``directory`` is the
+    folder, None for a collection in a database. ``created``: made over the API (in
+    the data folder), so the API may delete it.
     """
 
-    def __init__(self, name: str, directory: Path, uploads: Path, *, dtype: str,
+    def __init__(self, name: str, location: Path | str, uploads: Path, *, dtype: str,
                  created: bool = False) -> None:
-        self.name, self.directory, self.uploads = name, directory, uploads
+        self.name, self.location, self.uploads = name, location, uploads
+        self.directory: Path | None = location if isinstance(location, Path) else None
         self.created = created
         self._dtype = dtype
-        self._reader = Collection.open(directory, dtype=dtype)
+        self._reader = Collection.open(location, dtype=dtype)
         self._writer: Collection | None = None
         self._read_lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -61,7 +65,7 @@ class ServedCollection:
             if self._writer is None:
                 with self.reading() as reader:
                     encoder = reader.encoder
-                self._writer = Collection.open(self.directory, encoder=encoder, dtype=self._dtype)
+                self._writer = Collection.open(self.location, encoder=encoder, dtype=self._dtype)
             yield self._writer
 
     def searcher(self, *, fusion: str, source: str | None,

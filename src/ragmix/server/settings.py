@@ -11,6 +11,7 @@ from ragmix.errors import BadInputError, CollectionError
 from ragmix.modes import DEFAULT_GENERATOR
 from ragmix.generation.base import Generator
 from ragmix.server.auth import KeyRing, RateLimit
+from ragmix.store.home import is_url
 from ragmix.store.manifest import MANIFEST_NAME
 
 
@@ -41,7 +42,8 @@ class ServerSettings:
     never loads a model). Build one with :meth:`build`.
     """
 
-    collections: Mapping[str, Path]  # name in the URL -> collection directory
+    # name in the URL -> collection directory, or postgresql://...?collection=NAME
+    collections: Mapping[str, Path | str]
     data_dir: Path  # uploads and job records; nothing is written outside it
     generator: Callable[[], Generator]
     keys: KeyRing = field(default_factory=lambda: KeyRing({}))
@@ -55,11 +57,12 @@ class ServerSettings:
                 f"data_dir={str(self.data_dir)!r}, keys={self.keys!r})")
 
     @classmethod
-    def build(cls, collection_dirs: Sequence[str | Path], *, data_dir: str | Path,
+    def build(cls, collections: Sequence[str | Path], *, data_dir: str | Path,
               generator: str | Callable[[], Generator] = DEFAULT_GENERATOR, keys: KeyRing | None = None,
               limits: Limits | None = None, rate_limit: RateLimit | None = None,
               heartbeat_s: float = 15.0, dtype: str = "auto") -> ServerSettings:
-        """Settings for serving ``collection_dirs``, each under its folder's name.
+        """Settings for serving ``collections`` (directories or PostgreSQL collection URLs),
+        each under its folder's name or its ``collection=`` name.
 
         ``generator`` is a name or folder for :func:`ragmix.generation.load_generator`,
         or a function that returns a generator.
@@ -70,14 +73,15 @@ class ServerSettings:
             generator = partial(load_generator, generator, dtype=dtype)
         if not heartbeat_s > 0:
             raise BadInputError(f"heartbeat_s must be > 0, got {heartbeat_s!r}")
-        return cls(collections=collection_names(collection_dirs), data_dir=Path(data_dir),
+        return cls(collections=collection_names(collections), data_dir=Path(data_dir),
                    generator=generator, keys=keys if keys is not None else KeyRing({}),
                    limits=limits or Limits(), rate_limit=rate_limit, heartbeat_s=heartbeat_s,
                    dtype=dtype)
 
 
-def collection_names(dirs: Sequence[str | Path]) -> dict[str, Path]:
-    """Each collection directory under its folder name, which the URLs use.
+def collection_names(locations: Sequence[str | Path]) -> dict[str, Path | str]:
+    """Each collection under the name the URLs use: a directory's folder name, a
+    PostgreSQL collection's ``collection=`` name (its URL is kept as given).
 
     >>> import tempfile
     >>> tmp = Path(tempfile.mkdtemp())
@@ -86,18 +90,35 @@ def collection_names(dirs: Sequence[str | Path]) -> dict[str, Path]:
     >>> sorted(collection_names([tmp / "docs", tmp / "wiki"]))
     ['docs', 'wiki']
     """
-    if not dirs:
-        raise BadInputError("serve needs at least one collection: --collection DIR")
-    named: dict[str, Path] = {}
-    for given in dirs:
-        directory = Path(given).expanduser().resolve()
-        if not (directory / MANIFEST_NAME).exists():
-            raise CollectionError(
-                f"{str(given)!r} is not a collection (no {MANIFEST_NAME}); create it with "
-                f"ragmix index FILES --collection {given}")
-        if directory.name in named:
+    if not locations:
+        raise BadInputError("serve needs at least one collection: --collection DIR (or "
+                            "postgresql://USER@HOST:PORT/DB?collection=NAME)")
+    named: dict[str, Path | str] = {}
+    shown: dict[str, str] = {}  # name -> location for messages (no password)
+    for given in locations:
+        name, location, where = _located(given)
+        if name in named:
             raise BadInputError(
-                f"two collections are both named {directory.name!r} ({named[directory.name]} "
-                f"and {directory}); the URL names a collection by its folder name, so rename one")
-        named[directory.name] = directory
+                f"two collections are both named {name!r} ({shown[name]} and {where}); the URL "
+                "names a collection by its folder name (or collection= name), so rename one")
+        named[name], shown[name] = location, where
     return named
+
+
+def _located(given: str | Path) -> tuple[str, Path | str, str]:
+    """(URL name, location to open, location to show) of a served collection, checked."""
+    if is_url(given):
+        from ragmix.store.pg.home import PgHome
+
+        home = PgHome.from_url(str(given))
+        if not home.exists():
+            raise CollectionError(
+                f"{home.location!r} holds no collection {home.name!r}; create it with "
+                f"ragmix index FILES --collection '{home.location}'")
+        return home.name, str(given), home.location
+    directory = Path(given).expanduser().resolve()
+    if not (directory / MANIFEST_NAME).exists():
+        raise CollectionError(
+            f"{str(given)!r} is not a collection (no {MANIFEST_NAME}); create it with "
+            f"ragmix index FILES --collection {given}")
+    return directory.name, directory, str(directory)
