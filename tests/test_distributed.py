@@ -8,6 +8,7 @@ started once for the session (starting one takes seconds). Ray is installed by
 from __future__ import annotations
 
 import functools
+import sys
 from pathlib import Path
 
 import faiss
@@ -122,6 +123,15 @@ def test_write_shards_says_what_is_wrong(tmp_path) -> None:
         ShardedSearcher.open(tmp_path / "nothing")
 
 
+def test_without_the_extra_the_error_names_the_install(monkeypatch) -> None:
+    from ragmix.distributed.cluster import ray_module
+    from ragmix.errors import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what a missing package looks like
+    with pytest.raises(MissingExtraError, match=r"pip install 'ragmix\[ray\]'"):
+        ray_module()
+
+
 # -- sharded search on Ray actors ------------------------------------------------
 @pytest.fixture(scope="module")
 def handbook_collection(tmp_path_factory):
@@ -209,7 +219,8 @@ def test_ray_ingest_resumes_after_a_crash_and_stores_what_local_ingest_stores(
         assert 0 < stored < 10  # whole documents only, as committed
         progress = _Recorder()
         report = ingest_with_ray(col, [corpus], concurrency=1, batch_size=4, commit_chunks=8,
-                                 num_cpus=0.5, encoder_factory=functools.partial(HashingEncoder, 64),
+                                 num_cpus=0.5,
+                                 encoder_factory=functools.partial(HashingEncoder, 64),
                                  progress=progress)
         assert (report.unchanged, report.added) == (stored, 10 - stored)  # skipped by hash
         got = _snapshot(col)

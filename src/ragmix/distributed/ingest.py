@@ -3,14 +3,15 @@
 The driver (this process) reads, deduplicates and chunks the documents exactly as
 :func:`ragmix.store.ingest.ingest` does and skips those already stored with the
 same content hash. Ray Data sends the chunk texts to ``concurrency`` embedding
-actors (``map_batches`` with a callable class on an ``ActorPoolStrategy``), each loading the encoder once.
+actors (``map_batches`` with a callable class on an ``ActorPoolStrategy``), each
+loading the encoder once.
 Vectors stream back in order and whole documents are committed through the store's
 ``backend.batch()``, ``commit_chunks`` chunks at a time in the same groups as a local
 ingest, so the stored chunk ids, embeddings and generations are the same, and a
 crash loses at most the batch in flight: run it again and committed documents are
 skipped by their content hash.
 
-Example (a local two-CPU cluster; ``address="auto"`` joins one already running)::
+Example (a local cluster; ``address="auto"`` joins the one running on this machine)::
 
     from ragmix.distributed import ingest_with_ray
     from ragmix.store import Collection
@@ -27,7 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,6 +39,10 @@ from ragmix.encoders.base import Encoder
 from ragmix.errors import BadInputError, EncoderMismatchError
 from ragmix.store.ingest import COMMIT_CHUNKS, IndexReport, Progress
 from ragmix.types import Chunk, Document, Skipped
+
+if TYPE_CHECKING:
+    from ragmix.store.backend import StoreBackend
+    from ragmix.store.collection import Collection
 
 # Chunk texts per Ray Data block and per encoder call: enough to keep an encoder busy,
 # few enough that vectors come back (and commits happen) every few seconds.
@@ -77,7 +82,7 @@ class _Plan:
         return sum(len(chunks) for _, chunks in self.todo)
 
 
-def _plan(items: Iterable[Document | Skipped], backend: Any, chunker: Chunker,
+def _plan(items: Iterable[Document | Skipped], backend: StoreBackend, chunker: Chunker,
           progress: Progress | None) -> _Plan:
     """The documents to embed, decided as :func:`ragmix.store.ingest.ingest` decides them."""
     plan = _Plan()
@@ -123,7 +128,7 @@ class _Committer:
     ``commit_chunks`` chunks, so chunk ids come out the same.
     """
 
-    def __init__(self, plan: _Plan, backend: Any, dim: int, commit_chunks: int,
+    def __init__(self, plan: _Plan, backend: StoreBackend, dim: int, commit_chunks: int,
                  progress: Progress | None) -> None:
         self.todo, self.backend, self.progress = plan.todo, backend, progress
         self.commit_chunks = commit_chunks
@@ -167,7 +172,7 @@ class _Committer:
         self.group, self.group_chunks = [], 0
 
 
-def _embed_and_commit(plan: _Plan, collection: Any, factory: Callable[[], Encoder], *,
+def _embed_and_commit(plan: _Plan, collection: Collection, factory: Callable[[], Encoder], *,
                       concurrency: int, batch_size: int, num_cpus: float, commit_chunks: int,
                       progress: Progress | None) -> None:
     ray_data = require("ray.data", "ray")
@@ -195,14 +200,14 @@ def _embed_and_commit(plan: _Plan, collection: Any, factory: Callable[[], Encode
         context.execution_options.preserve_order, context.enable_progress_bars = saved
 
 
-def _write_lock(collection: Any) -> AbstractContextManager[None]:
+def _write_lock(collection: Collection) -> AbstractContextManager[None]:
     """The collection's own writer lock, so a local ``ragmix index`` cannot run alongside."""
     home = getattr(collection, "home", None)  # where the collection lives (dir or database)
     return home.write_lock() if home is not None else collection._write_lock()
 
 
 def ingest_documents_with_ray(
-    collection: Any, documents: Iterable[Document | Skipped], *, address: str | None = None,
+    collection: Collection, documents: Iterable[Document | Skipped], *, address: str | None = None,
     concurrency: int = 2, batch_size: int = BATCH_SIZE, num_cpus: float = 1.0,
     commit_chunks: int = COMMIT_CHUNKS, encoder_factory: Callable[[], Encoder] | None = None,
     dtype: str = "float32", progress: Progress | None = None,
@@ -245,7 +250,7 @@ def ingest_documents_with_ray(
 
 
 def ingest_with_ray(
-    collection: Any, paths: Sequence[str | Path], *, address: str | None = None,
+    collection: Collection, paths: Sequence[str | Path], *, address: str | None = None,
     concurrency: int = 2, batch_size: int = BATCH_SIZE, num_cpus: float = 1.0,
     commit_chunks: int = COMMIT_CHUNKS, encoder_factory: Callable[[], Encoder] | None = None,
     dtype: str = "float32", max_bytes: int = 20_000_000, progress: Progress | None = None,

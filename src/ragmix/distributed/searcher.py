@@ -19,7 +19,7 @@ Example (Ray and a collection ``col`` already there)::
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +36,10 @@ from ragmix.retrieval.retrievers import (
     Retriever,
 )
 from ragmix.types import ScoredId
+
+if TYPE_CHECKING:
+    from ragmix.store.backend import StoreBackend
+    from ragmix.store.collection import Collection
 
 
 class ShardWorker:
@@ -177,7 +181,7 @@ _READ_ONLY = ("a ShardedSearcher is read-only; add to the collection, then write
 class _BackendKeywords:
     """A store backend's keyword search as the ``search`` a BM25Retriever calls."""
 
-    def __init__(self, backend: Any) -> None:
+    def __init__(self, backend: StoreBackend) -> None:
         self.backend = backend
 
     def search(self, query: str, k: int, *,
@@ -185,7 +189,7 @@ class _BackendKeywords:
         return self.backend.keyword_search(query, k, allowed_ids=allowed_ids)
 
 
-def sharded_retriever(collection: Any, searcher: ShardedSearcher, *, mode: str = "hybrid",
+def sharded_retriever(collection: Collection, searcher: ShardedSearcher, *, mode: str = "hybrid",
                       fusion: str = DEFAULT_FUSION, dense_weight: float = 0.5,
                       depth: int = 100) -> Retriever:
     """``collection.retriever(mode)`` with its dense side searched on the shard actors.
@@ -195,7 +199,8 @@ def sharded_retriever(collection: Any, searcher: ShardedSearcher, *, mode: str =
     generation of the store than the current one (they would miss or resurrect chunks).
     """
     if mode not in MODES or mode == "bm25":
-        raise BadInputError(f"mode must be 'dense' or 'hybrid' (bm25 needs no shards), got {mode!r}")
+        raise BadInputError(
+            f"mode must be 'dense' or 'hybrid' (bm25 needs no shards), got {mode!r}")
     if searcher.generation != collection.backend.generation:
         raise CollectionError(
             f"the shards in {str(searcher.shards.directory)!r} were written at generation "

@@ -34,12 +34,15 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ragmix._extras import require
 from ragmix.errors import BadInputError, CollectionError
+
+if TYPE_CHECKING:
+    from ragmix.store.backend import StoreBackend
 
 SHARDS_FILE = "shards.json"
 _FORMAT = "ragmix.shards/1"
@@ -82,7 +85,7 @@ class ShardSet:
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> ShardSet:
-        """The shard set written to ``directory`` by :func:`write_shards` or :func:`shard_backend`."""
+        """The shards in ``directory``, written by :func:`write_shards` or :func:`shard_backend`."""
         directory = Path(directory)
         try:
             body = json.loads((directory / SHARDS_FILE).read_text(encoding="utf-8"))
@@ -151,7 +154,7 @@ def _finish(index: Any, directory: Path, number: int, part: np.ndarray) -> Shard
     return Shard(name, len(part), int(part[0]), int(part[-1]))
 
 
-def shard_backend(backend: Any, directory: str | os.PathLike[str], n_shards: int, *,
+def shard_backend(backend: StoreBackend, directory: str | os.PathLike[str], n_shards: int, *,
                   read_batch: int = READ_BATCH) -> ShardSet:
     """Write a store's vectors (any :class:`~ragmix.store.StoreBackend`) as ``n_shards`` shards.
 
