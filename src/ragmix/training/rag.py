@@ -283,7 +283,7 @@ class RagTrainer:
         for ex in self.examples:
             digest.update(f"{ex.question}\x00{ex.answers[0]}\x01".encode())
         return {"examples": f"{len(self.examples)}:{digest.hexdigest()[:16]}",
-                "collection": f"{self.col.directory.resolve()}@{self.passages.generation}",
+                "collection": f"{_location(self.col)}@{self.passages.generation}",
                 "generator": self.gen.name}
 
     @staticmethod
@@ -312,12 +312,17 @@ class RagTrainer:
         self.gen.tokenizer.save_pretrained(output / "generator")
         self.query_model.save(str(output / "query_encoder"))
         (output / RUN_FILE).write_text(json.dumps({
-            "config": asdict(self.config), "collection": str(self.col.directory.resolve()),
+            "config": asdict(self.config), "collection": _location(self.col),
             "document_encoder": self.col.manifest.encoder, "generator": self.gen.name,
             "examples": len(self.examples), "steps": report.steps,
             "seconds": round(report.seconds, 1), "resumed_from": report.resumed_from,
             "warnings": list(report.warnings), "log": [asdict(r) for r in report.log]},
             indent=1))
+
+
+def _location(col: Any) -> str:
+    """The collection's folder, resolved, or its URL (no password) when it is in a database."""
+    return col.location if col.directory is None else str(col.directory.resolve())
 
 
 def _hit(row: ChunkRow, rank: int, words: int) -> Hit:
