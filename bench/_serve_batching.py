@@ -2,7 +2,7 @@
 
 ``ragmix serve`` itself, as a process, with the real default generator (smollm2-squad) over
 ragmix's docs/ as ``make demo`` indexes them; the clients ask the docs QA questions
-(bench/data/docs_qa.jsonl) with the default options (RAG-Sequence, grounded, pmi, k=5), as
+(bench/data/docs_qa.jsonl) with the default options (RAG-Sequence, grounded, ragmix.modes' DEFAULT_SCORING, k=5), as
 JSON, each client closed-loop (its next question once its answer is read). A phase starts no
 ask after its ``seconds`` and ends when the last answer is in; asks per second is the asks
 answered over that time. The generator worker decodes the asks in flight together (its
@@ -32,11 +32,11 @@ set_offline_defaults()
 from _common import median  # noqa: E402
 from _serve_load import STARTUP_S, free_port  # noqa: E402
 
-from ragmix.modes import DEFAULT_GENERATOR  # noqa: E402
+from ragmix.modes import DEFAULT_GENERATOR, DEFAULT_SCORING  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = (1, 8)
-ASK = {"k": 5}  # everything else as ask's defaults: rag-sequence, grounded, pmi
+ASK = {"k": 5}  # everything else as ask's defaults: rag-sequence, grounded
 LOAD_S = 600  # the first answer loads the generator (converting it, the first time, ~30 s)
 
 
@@ -145,7 +145,7 @@ def batching(work: Path, *, seconds: float, generator: str = DEFAULT_GENERATOR,
     result["phases"] = {str(n): phase for n, phase in phases.items()}
     result["setup"] = {"generator": generator, "collection": "docs/ as make demo indexes it",
                        "questions": "bench/data/docs_qa.jsonl", "ask": ASK | {
-                           "mode": "rag-sequence", "decoding": "grounded", "scoring": "pmi"},
+                           "mode": "rag-sequence", "decoding": "grounded", "scoring": DEFAULT_SCORING},
                        "seconds": seconds, "server": "ragmix serve process on 127.0.0.1, "
                        "JSON asks from httpx clients in this process", "target_ratio": 3}
     return result
