@@ -2,7 +2,7 @@
 
 ``ragmix serve`` itself, as a process, with the real default generator (smollm2-squad) over
 ragmix's docs/ as ``make demo`` indexes them; the clients ask the docs QA questions
-(bench/data/docs_qa.jsonl) with the default options (RAG-Sequence, grounded, ragmix.modes' DEFAULT_SCORING, k=5), as
+(bench/data/docs_qa.jsonl) with the default options (RAG-Sequence, grounded, the default scoring, k=5), as
 JSON, each client closed-loop (its next question once its answer is read). A phase starts no
 ask after its ``seconds`` and ends when the last answer is in; asks per second is the asks
 answered over that time. The generator worker decodes the asks in flight together (its
