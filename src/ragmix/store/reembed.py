@@ -7,6 +7,9 @@ run resumes where it stopped (and refuses to resume with another source or
 encoder). Only when all chunks are done is the manifest (naming the new
 encoder) written and the indexes built: until then the directory is not a
 collection and cannot be searched with mixed embeddings.
+
+Both ends are directories: a collection in PostgreSQL is copied to one first
+(``ragmix copy``), re-embedded there, and copied back (see :func:`check_directories`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from ragmix.encoders.base import Encoder
 from ragmix.errors import CollectionError
 from ragmix.store.collection import Collection
 from ragmix.store.embedded import STORE_FILE
+from ragmix.store.home import home_for, is_url
 from ragmix.store.ingest import COMMIT_CHUNKS, Progress
 from ragmix.store.manifest import MANIFEST_NAME, Manifest
 from ragmix.store.sqlite_store import SqliteStore
@@ -42,6 +46,7 @@ def reembed(source: str | Path, target: str | Path, encoder: Encoder | str, *,
     """
     from ragmix.index.faiss_index import FaissIndex
 
+    check_directories(source, target)
     source, target = Path(source), Path(target)
     manifest = Manifest.load(source)
     if (target / MANIFEST_NAME).exists():
@@ -95,3 +100,20 @@ def reembed(source: str | Path, target: str | Path, encoder: Encoder | str, *,
         col.close()
         raise
     return col
+
+
+def check_directories(source: str | Path, target: str | Path) -> None:
+    """Raise, naming the ``ragmix copy`` round trip, if either end is a PostgreSQL URL.
+
+    Re-embedding resumes through the SQLite store's own progress rows and writes the
+    manifest last, so a half-done target is never a collection; a PostgreSQL
+    collection has its manifest from the start, so it goes through a directory.
+    """
+    for role, location in (("source", source), ("target", target)):
+        if is_url(location):
+            where = home_for(location).location  # no password in the message
+            raise CollectionError(
+                f"ragmix reembed needs directories, and the {role} {where!r} is in "
+                "PostgreSQL; go through a directory: ragmix copy SRC_URL tmp-col, then "
+                "ragmix reembed -c tmp-col --encoder ENCODER --out tmp-new, then "
+                "ragmix copy tmp-new 'postgresql://...?collection=NEW'")
