@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -200,12 +199,6 @@ def _embed_and_commit(plan: _Plan, collection: Collection, factory: Callable[[],
         context.execution_options.preserve_order, context.enable_progress_bars = saved
 
 
-def _write_lock(collection: Collection) -> AbstractContextManager[None]:
-    """The collection's own writer lock, so a local ``ragmix index`` cannot run alongside."""
-    home = getattr(collection, "home", None)  # where the collection lives (dir or database)
-    return home.write_lock() if home is not None else collection._write_lock()
-
-
 def ingest_documents_with_ray(
     collection: Collection, documents: Iterable[Document | Skipped], *, address: str | None = None,
     concurrency: int = 2, batch_size: int = BATCH_SIZE, num_cpus: float = 1.0,
@@ -231,7 +224,8 @@ def ingest_documents_with_ray(
 
         encoder_factory = functools.partial(load_encoder, collection.manifest.encoder,
                                             dtype=dtype)
-    with _write_lock(collection):
+    # the collection's own writer lock: a local `ragmix index` cannot run alongside
+    with collection.home.write_lock():
         plan = _plan(documents, collection.backend, collection.chunker, progress)
         if plan.todo:
             if not ray_module().is_initialized():
