@@ -264,3 +264,33 @@ def test_ray_ingest_with_the_packaged_minilm(ray_cluster, tmp_path) -> None:
     assert got[0] == want[0] and np.array_equal(got[1], want[1])
     np.testing.assert_allclose(got[2], want[2], atol=1e-5)
     assert top[0].source.endswith("beekeeping.md")
+
+
+def test_cli_index_with_ray_stores_what_local_index_stores(ray_cluster, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from ragmix.cli.main import cli
+
+    corpus = write_corpus(tmp_path / "corpus", 4, words_per_file=150)
+    runner = CliRunner()
+    for name, extra in (("local", []), ("ray", ["--ray", "--ray-actors", "1"])):
+        result = runner.invoke(cli, ["index", str(corpus), "-c", str(tmp_path / name),
+                                     "--encoder", "hashing-64", *extra])
+        assert result.exit_code == 0, result.output
+        assert "indexed 4 new" in result.output
+    with Collection.open(tmp_path / "local") as local, Collection.open(tmp_path / "ray") as col:
+        ids = local.backend.chunk_ids()
+        assert np.array_equal(col.backend.chunk_ids(), ids)
+        np.testing.assert_allclose(col.backend.embeddings(ids), local.backend.embeddings(ids),
+                                   atol=1e-6)
+
+
+def test_cli_ray_options_need_ray(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from ragmix.cli.main import cli
+
+    corpus = write_corpus(tmp_path / "corpus", 1)
+    result = CliRunner().invoke(cli, ["index", str(corpus), "-c", str(tmp_path / "c"),
+                                      "--address", "ray://head:10001"])
+    assert result.exit_code == 2 and "--address applies with --ray only" in result.output

@@ -115,8 +115,15 @@ def _open(collection_dir: str, query_encoder: str | None = None, *, dtype: str =
 @click.option("--max-bytes", type=click.IntRange(min=1), default=20_000_000, show_default=True,
               help="Skip files larger than this (per row for .jsonl).")
 @dtype_option
+@click.option("--ray", "use_ray", is_flag=True,
+              help="Embed on a Ray cluster (the ray extra; see docs/scale-out.md).")
+@click.option("--address", default=None, metavar="ADDR",
+              help="With --ray: an existing cluster's address [default: a local one].")
+@click.option("--ray-actors", type=click.IntRange(min=1), default=2, show_default=True,
+              help="With --ray: embedding actors.")
 def index(paths, collection_dir, encoder, chunker, chunk_size, overlap, index_kind,
-          index_options, store, halfvec, keyword, max_bytes, dtype):
+          index_options, store, halfvec, keyword, max_bytes, dtype, use_ray, address,
+          ray_actors):
     """Index files and folders (.txt .md .html .pdf, BEIR .jsonl) into a collection.
 
     Re-running adds new files and replaces changed ones; unchanged ones are skipped.
@@ -124,6 +131,7 @@ def index(paths, collection_dir, encoder, chunker, chunk_size, overlap, index_ki
     \b
     ragmix index docs/ -c my-col
     ragmix index docs/ -c notes --store postgresql://me@localhost:5432/rag
+    ragmix index corpus/ -c big --ray --address ray://head:10001
     """
     from ragmix.chunking import make_chunker
     from ragmix.cli.progress import RichProgress
@@ -132,6 +140,9 @@ def index(paths, collection_dir, encoder, chunker, chunk_size, overlap, index_ki
     from ragmix.store.home import home_for
 
     ctx = click.get_current_context()
+    for name, flag in (("address", "--address"), ("ray_actors", "--ray-actors")):
+        if not use_ray and ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE:
+            raise click.UsageError(f"{flag} applies with --ray only")
     collection_dir = collection_location(collection_dir, store)
     home = home_for(collection_dir)
     if home.exists():
@@ -163,7 +174,13 @@ def index(paths, collection_dir, encoder, chunker, chunk_size, overlap, index_ki
                                                                keyword),
                                     dtype=dtype)
     with col, RichProgress(err) as progress:
-        report = col.add(list(paths), progress=progress, max_bytes=max_bytes)
+        if use_ray:
+            from ragmix.distributed import ingest_with_ray
+
+            report = ingest_with_ray(col, list(paths), address=address, concurrency=ray_actors,
+                                     dtype=dtype, max_bytes=max_bytes, progress=progress)
+        else:
+            report = col.add(list(paths), progress=progress, max_bytes=max_bytes)
     err.print(
         f"[green]indexed[/] {report.added} new, {report.updated} updated, "
         f"{report.unchanged} unchanged documents; {report.chunks} chunks in {report.seconds:.1f}s"
