@@ -251,7 +251,11 @@ class Collection:
         max_bytes: int = 20_000_000,
         commit_chunks: int = COMMIT_CHUNKS,
     ) -> IndexReport:
-        """Index files and folders: new documents are added, changed ones replaced."""
+        """Index files and folders: new documents are added, changed ones replaced.
+
+        Files (and the rows of a BEIR ``corpus.jsonl``) are read one at a time and
+        committed ``commit_chunks`` chunks at a time: memory does not grow with the corpus.
+        """
         from ragmix.documents import load_paths
 
         return self.add_documents(load_paths(paths, max_bytes=max_bytes), progress=progress,
@@ -261,7 +265,8 @@ class Collection:
         self, documents: Iterable[Document | Skipped], *, progress: Progress | None = None,
         commit_chunks: int = COMMIT_CHUNKS,
     ) -> IndexReport:
-        """Index already-loaded documents (``Skipped`` items are reported, not indexed)."""
+        """Index documents from any iterable, read lazily (``Skipped`` items are reported,
+        not indexed); a generator keeps memory flat, see :func:`ragmix.store.ingest.ingest`."""
         if commit_chunks <= 0:
             raise BadInputError(f"commit_chunks must be > 0, got {commit_chunks}")
         with self._write_lock():

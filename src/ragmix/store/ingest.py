@@ -1,4 +1,10 @@
-"""Ingest: load, chunk, embed and commit documents in small crash-safe transactions."""
+"""Ingest: load, chunk, embed and commit documents in small crash-safe transactions.
+
+Ingest streams: documents are read from an iterator (:func:`ragmix.documents.load_paths`
+reads files one by one and a BEIR ``corpus.jsonl`` row by row), looked up in the store
+a window at a time, chunked, and embedded and committed ``commit_chunks`` chunks at a
+time, so its memory holds one window and one commit group whatever the corpus size.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,10 @@ from ragmix.types import Chunk, Document, Skipped
 # Chunks embedded and committed per transaction: small enough that a crash
 # loses little work, large enough that fsync and batching stay cheap.
 COMMIT_CHUNKS = 512
+# Documents read ahead and looked up in the store with one query: enough that the
+# lookups cost little, few enough (and at most WINDOW_CHARS of text) that memory stays flat.
+WINDOW_DOCS = 256
+WINDOW_CHARS = 8_000_000
 
 
 class Progress(Protocol):
@@ -37,6 +47,26 @@ class IndexReport:
     seconds: float = 0.0
 
 
+@dataclass
+class _Tally:
+    """The counts of an :class:`IndexReport`, kept as the stream goes."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    chunks: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Work:
+    """A document to embed with its chunks; ``new``: no version of it was stored."""
+
+    doc: Document
+    chunks: list[Chunk]
+    new: bool
+
+
 def ingest(
     items: Iterable[Document | Skipped],
     store: StoreBackend,
@@ -48,83 +78,121 @@ def ingest(
 ) -> IndexReport:
     """Chunk, embed and store every new or changed document; skip unchanged ones.
 
-    ``encoder`` is a thunk so that a run with nothing to do never loads a model.
-    Each commit (one batch of ``store``) holds whole documents, so a crash never
-    leaves half a document.
+    ``items`` is consumed once, lazily. ``encoder`` is a thunk so that a run with
+    nothing to do never loads a model. Each commit (one batch of ``store``) holds
+    whole documents, in input order, until it holds ``commit_chunks`` chunks, so a
+    crash never leaves half a document and a re-run skips what was committed.
+
+    A document whose content hash is stored under its id is unchanged. Of two with
+    the same id, the later wins, in the later position, while the first is not yet
+    committed; once it is, the later one is compared with it like any stored document.
+    Progress: ``reading`` counts documents until the first commit, then ``embedding``
+    counts committed chunks (its total is unknown: None).
     """
     began = time.perf_counter()
-    skipped: list[Skipped] = []
-    latest: dict[str, Document] = {}
+    tally = _Tally()
+    committer = _Committer(store, encoder, progress, commit_chunks, tally)
+    window: dict[str, Document] = {}
+    chars = 0
     if progress is not None:
         progress.start("reading", None)
     for item in items:
-        if progress is not None:
+        if progress is not None and not committer.started:
             progress.advance("reading")
         if isinstance(item, Skipped):
-            skipped.append(item)
-        else:
-            latest.pop(item.doc_id, None)
-            latest[item.doc_id] = item  # a later duplicate id wins, in the later position
+            tally.skipped.append(item)
+            continue
+        window.pop(item.doc_id, None)  # a later duplicate id wins, in the later position
+        committer.discard(item.doc_id)
+        window[item.doc_id] = item
+        chars += len(item.text)
+        if len(window) >= WINDOW_DOCS or chars >= WINDOW_CHARS:
+            _settle(window, store, chunker, committer, tally)
+            window, chars = {}, 0
+    _settle(window, store, chunker, committer, tally)
+    committer.flush()
+    return IndexReport(added=tally.added, updated=tally.updated, unchanged=tally.unchanged,
+                       chunks=tally.chunks, skipped=tuple(tally.skipped),
+                       seconds=time.perf_counter() - began)
+
+
+def _settle(window: dict[str, Document], store: StoreBackend, chunker: Chunker,
+            committer: _Committer, tally: _Tally) -> None:
+    """Look a window of documents up in the store; chunk and queue the new or changed ones."""
+    if not window:
+        return
     known = {doc_id: row.content_hash
-             for doc_id, row in store.get_documents(list(latest)).items()}
-    todo: dict[str, tuple[Document, list[Chunk]]] = {}
-    unchanged = 0
-    for doc in latest.values():
+             for doc_id, row in store.get_documents(list(window)).items()}
+    for doc in window.values():
         if known.get(doc.doc_id) == doc.content_hash:
-            unchanged += 1
+            tally.unchanged += 1
             continue
         chunks = chunker.chunk(doc.doc_id, doc.text)
         if chunks:
-            todo[doc.doc_id] = (doc, chunks)
+            committer.add(_Work(doc, chunks, new=doc.doc_id not in known))
         else:
-            skipped.append(Skipped(doc.source, "no text to index after chunking"))
-    added = sum(1 for doc_id in todo if doc_id not in known)
-    n_chunks = sum(len(chunks) for _, chunks in todo.values())
-    if todo:
-        if progress is not None:  # loading a model can take seconds: say so
-            progress.start("loading encoder", None)
-        _embed_and_commit(list(todo.values()), store, encoder(), n_chunks, progress,
-                          commit_chunks)
-    return IndexReport(
-        added=added,
-        updated=len(todo) - added,
-        unchanged=unchanged,
-        chunks=n_chunks,
-        skipped=tuple(skipped),
-        seconds=time.perf_counter() - began,
-    )
+            tally.skipped.append(Skipped(doc.source, "no text to index after chunking"))
 
 
-def _embed_and_commit(
-    work: list[tuple[Document, list[Chunk]]],
-    store: StoreBackend,
-    encoder: Encoder,
-    n_chunks: int,
-    progress: Progress | None,
-    commit_chunks: int,
-) -> None:
-    if progress is not None:
-        progress.start("embedding", n_chunks)
-    batch: list[tuple[Document, list[Chunk]]] = []
-    size = 0
-    for doc, chunks in work:
-        batch.append((doc, chunks))
-        size += len(chunks)
-        if size >= commit_chunks:
-            _commit(batch, store, encoder, progress)
-            batch, size = [], 0
-    if batch:
-        _commit(batch, store, encoder, progress)
+class _Committer:
+    """Groups queued documents, in order, until a group holds ``commit_chunks`` chunks,
+    then embeds the group and commits it as one batch of the store.
 
+    :mod:`ragmix.distributed.ingest` forms the same groups, so both store the same ids.
+    """
 
-def _commit(work: list[tuple[Document, list[Chunk]]], store: StoreBackend, encoder: Encoder,
-            progress: Progress | None) -> None:
-    texts = [c.text for _, chunks in work for c in chunks]
-    vectors = encoder.encode_documents(texts)  # (n, dim)
-    offset = 0
-    with store.batch() as batch:  # embedded before: the batch holds the write lock briefly
-        for doc, chunks in work:
-            batch.put(doc, chunks, vectors[offset : offset + len(chunks)])
-            offset += len(chunks)
-    if progress is not None:
-        progress.advance("embedding", len(texts))
+    def __init__(self, store: StoreBackend, encoder: Callable[[], Encoder],
+                 progress: Progress | None, commit_chunks: int, tally: _Tally) -> None:
+        self.store, self.progress, self.tally = store, progress, tally
+        self.commit_chunks = commit_chunks
+        self._make_encoder = encoder
+        self._encoder: Encoder | None = None
+        self.group: dict[str, _Work] = {}
+        self.size = 0  # chunks in the group
+
+    @property
+    def started(self) -> bool:
+        """Whether embedding has begun (the encoder is loaded)."""
+        return self._encoder is not None
+
+    def discard(self, doc_id: str) -> None:
+        """Drop ``doc_id`` from the group, if queued: a later version replaces it."""
+        work = self.group.pop(doc_id, None)
+        if work is not None:
+            self.size -= len(work.chunks)
+
+    def add(self, work: _Work) -> None:
+        self.group[work.doc.doc_id] = work
+        self.size += len(work.chunks)
+        if self.size >= self.commit_chunks:
+            self.flush()
+
+    def flush(self) -> None:
+        """Embed the group gathered so far and commit it as one batch of the store."""
+        if not self.group:
+            return
+        encoder = self._load()
+        works = list(self.group.values())
+        texts = [c.text for w in works for c in w.chunks]
+        vectors = encoder.encode_documents(texts)  # (n, dim)
+        offset = 0
+        with self.store.batch() as batch:  # embedded before: the batch holds the write lock briefly
+            for w in works:
+                batch.put(w.doc, w.chunks, vectors[offset : offset + len(w.chunks)])
+                offset += len(w.chunks)
+        added = sum(w.new for w in works)
+        self.tally.added += added
+        self.tally.updated += len(works) - added
+        self.tally.chunks += len(texts)
+        self.group, self.size = {}, 0
+        if self.progress is not None:
+            self.progress.advance("embedding", len(texts))
+
+    def _load(self) -> Encoder:
+        if self._encoder is None:
+            if self.progress is not None:  # loading a model can take seconds: say so
+                self.progress.start("loading encoder", None)
+            self._encoder = self._make_encoder()
+            if self.progress is not None:
+                self.progress.start("embedding", None)
+        return self._encoder
