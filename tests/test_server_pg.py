@@ -62,6 +62,9 @@ def test_a_postgresql_collection_is_served_under_its_collection_name(client, pg_
     for mode in ("dense", "bm25", "hybrid"):
         assert search(client, name, "Kelm fishermen 1672", k=1, retrieval=mode)[0]["doc_id"] \
             == "seed:kelm"
+    models = client.get("/v1/models")  # a collection without a folder is still a model
+    assert models.status_code == 200 and [m["id"] for m in models.json()["data"]] == [name]
+    assert client.delete(f"/v1/collections/{name}").status_code in (401, 403, 409)
 
 
 def test_ask_answers_from_the_postgresql_collection(client, pg_notes):

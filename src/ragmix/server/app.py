@@ -75,7 +75,7 @@ def _state(settings: ServerSettings) -> ServerState:
             if directory.name in served:
                 raise BadInputError(
                     f"two collections are both named {directory.name!r}: "
-                    f"{settings.collections[directory.name]} (--collection) and {directory} "
+                    f"{served[directory.name].shown_location} (--collection) and {directory} "
                     "(created over the API); rename the --collection folder")
             served[directory.name] = ServedCollection(
                 directory.name, directory, data / "collections" / directory.name,

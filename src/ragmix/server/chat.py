@@ -178,6 +178,6 @@ async def chat_completions(body: ChatRequest, request: Request,
 
 @router.get("/models", summary="OpenAI-compatible: the collections, as models")
 def models(request: Request, _: Principal = Depends(requires("read"))):
-    listed = [{"id": name, "object": "model", "created": int(served.directory.stat().st_mtime),
+    listed = [{"id": name, "object": "model", "created": served.created_at,
                "owned_by": "ragmix"} for name, served in state(request).collections.items()]
     return {"object": "list", "data": listed}

@@ -53,7 +53,7 @@ def delete(name: str, request: Request, _: Principal = Depends(requires("admin")
         if not served.created:
             raise ProblemError(
                 409, "collection_not_deletable",
-                f"{name!r} is served from {str(served.directory)!r}, given with --collection; "
+                f"{name!r} is served from {served.shown_location!r}, given with --collection; "
                 "the API deletes only collections it created. Restart the server without it "
                 "to stop serving it")
         server.collections = {k: v for k, v in server.collections.items() if k != name}

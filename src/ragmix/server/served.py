@@ -12,6 +12,7 @@ generation at its next search.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,6 +45,21 @@ class ServedCollection:
         self._read_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._closed = False
+        self._opened_at = int(time.time())
+
+    @property
+    def shown_location(self) -> str:
+        """The location for messages: a database URL without its password."""
+        if self.directory is not None:
+            return str(self.directory)
+        from ragmix.store.pg.connection import redact_url
+
+        return redact_url(str(self.location))
+
+    @property
+    def created_at(self) -> int:
+        """Unix seconds: the folder's last change, or when this server opened the collection."""
+        return int(self.directory.stat().st_mtime) if self.directory else self._opened_at
 
     def _check_open(self) -> None:
         if self._closed:

@@ -35,13 +35,16 @@ class ServerInfo:
     pgvector: tuple[int, ...]
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
     """``url`` without its password, for error messages.
 
-    >>> _redact("postgresql://me:secret@db:5432/rag")
+    >>> redact_url("postgresql://me:secret@db:5432/rag")
     'postgresql://me:***@db:5432/rag'
     """
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+_redact = redact_url
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
