@@ -79,8 +79,10 @@ def grounded_answer(
     if not found:
         return Answer(question, "", tuple(hits), mode=mode, decoding="grounded")
     best = found[0]
-    quotes = tuple(_quote(hits[s.text], shown[s.text][1], s.text, s.start, s.end)
-                   for s in best.spans)
+    quotes = distinct_quotes(
+        _quote(hits[s.text], shown[s.text][1], s.text, s.start + cut[0], s.start + cut[1])
+        for s in best.spans for cut in [balanced_cut(texts[s.text][s.start:s.end])])
+    head, tail = balanced_cut(best.text)
     chosen = best.per_row if scoring == "constrained" else best.raw_per_row
     posterior = (prior.double() + chosen).softmax(-1).tolist()
     signals = answer_signals(
@@ -91,7 +93,7 @@ def grounded_answer(
     extra = {}
     if mode == "rag-sequence":
         extra = dict(prior=tuple(doc_lp.exp().tolist()), posterior=tuple(posterior))
-    return Answer(question=question, text=best.text, hits=tuple(hits), mode=mode,
+    return Answer(question=question, text=best.text[head:tail], hits=tuple(hits), mode=mode,
                   cited=tuple(dict.fromkeys(q.hit for q in quotes)), logprob=best.logprob,
                   decoding="grounded", quotes=quotes, signals=signals, **extra)
 
@@ -102,3 +104,48 @@ def _quote(hit: Hit, offsets: list[int], index: int, start: int, end: int) -> Qu
     return Quote(hit=index + 1, start=first, end=last, doc_id=hit.doc_id,
                  doc_start=hit.start + first, doc_end=hit.start + last)
 
+
+
+# A span may start or end inside a pair of quotes or brackets ("`make test"): such a
+# lone opener or closer is cut from the answer and its quotes.
+_OPENERS = {"`": "`", '"': '"', "(": ")", "[": "]", "{": "}", "\u201c": "\u201d"}
+_CLOSERS = {close: open_ for open_, close in _OPENERS.items()}
+
+
+def balanced_cut(text: str) -> tuple[int, int]:
+    """``(start, end)``: ``text[start:end]`` without a lone quote or bracket at either end.
+
+    Nothing is cut when only such characters are left.
+
+    >>> [t[slice(*balanced_cut(t))] for t in ["`make test", "(see docs", "`make test`", "`"]]
+    ['make test', 'see docs', '`make test`', '`']
+    """
+    start, end = 0, len(text)
+    while start < end:
+        head, tail = text[start], text[end - 1]
+        if head in _OPENERS and _OPENERS[head] not in text[start + 1 : end]:
+            start += 1
+        elif tail in _CLOSERS and _CLOSERS[tail] not in text[start : end - 1]:
+            end -= 1
+        elif head.isspace():
+            start += 1
+        elif tail.isspace():
+            end -= 1
+        else:
+            return start, end
+    return 0, len(text)
+
+
+def distinct_quotes(quotes) -> tuple[Quote, ...]:
+    """``quotes`` in order, less each one that overlaps an earlier one in the same passage.
+
+    >>> [(q.hit, q.start) for q in distinct_quotes([Quote(1, 0, 9), Quote(1, 1, 9),
+    ...                                              Quote(2, 1, 9), Quote(1, 9, 12)])]
+    [(1, 0), (2, 1), (1, 9)]
+    """
+    kept: list[Quote] = []
+    for quote in quotes:
+        if not any(k.hit == quote.hit and k.start < quote.end and quote.start < k.end
+                   for k in kept):
+            kept.append(quote)
+    return tuple(kept)
