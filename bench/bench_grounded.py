@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_grounded.py docs  [--modes stuff,stuff-grounded,...]
     .venv/bin/python bench/bench_grounded.py squad [--split dev|train] [--limit 300]
                                                    [--generator smollm2|FOLDER] [--key NAME]
-    .venv/bin/python bench/bench_grounded.py speed [--run FOLDER]
+    .venv/bin/python bench/bench_grounded.py speed [--run FOLDER] [--suffix=-ROW]
 
 ``docs``: the questions of bench/data/docs_qa.jsonl, asked of a collection of
 docs/ built as ``make demo`` builds it (the defaults of ``ragmix index``).
@@ -155,7 +155,8 @@ def speed(args) -> None:
     trained = json.loads((RESULTS / "training.json").read_text())["squad_rag"][args.run.name]
     path = RESULTS / "grounded.json"
     previous = json.loads(path.read_text())
-    grounded = previous["squad_trained"]["rag-sequence-grounded"]
+    row_name = "rag-sequence-grounded" + args.suffix  # the defaults' row: --suffix names it
+    grounded = previous["squad_trained"][row_name]
     fast = trained["eval"]
     row = {"embed_bf16_vs_fp32": dtype["embed_bf16_vs_fp32"],
            "score_bf16_vs_fp32": dtype["score_bf16_vs_fp32"],
@@ -167,7 +168,7 @@ def speed(args) -> None:
            "fast_s_per_question": fast["s_per_question"],
            "sources": {"dtype": "bench/results/dtype.json (bench/bench_dtype.py)",
                        "training": f"{args.run.name}/ragmix_rag.json (bench_training.py rag)",
-                       "grounded": "grounded.json squad_trained rag-sequence-grounded",
+                       "grounded": f"grounded.json squad_trained {row_name}",
                        "fast": f"training.json squad_rag {args.run.name} eval (the run "
                                "that last wrote that row: same settings and seed, the same "
                                "300 dev questions)"}}
