@@ -52,11 +52,10 @@ def main() -> None:
     console.print(f"generator loaded in {time.perf_counter() - began:.1f}s")
     # What `ragmix ask` does by default: RAG-Sequence over k=5 passages, grounded
     # decoding (the answer is a verbatim span of a retrieved passage, and the demo shows
-    # exactly where it stands; see docs/generation.md), spans ranked by how much the
-    # question raises their probability ("pmi"), and a calibrated confidence below
-    # which the answer says the collection does not say.
-    rag = MarginalRAG(col, generator, mode="rag-sequence", k=5, decoding="grounded",
-                      scoring="pmi")
+    # exactly where it stands; see docs/generation.md), spans scored by the reader
+    # (ragmix.modes.DEFAULT_SCORING), and a calibrated confidence below which the
+    # answer says the collection does not say.
+    rag = MarginalRAG(col, generator, mode="rag-sequence", k=5, decoding="grounded")
     for question in QUESTIONS:
         console.rule(f"[bold]Q: {question}")
         answer = rag.ask(question)
