@@ -61,8 +61,11 @@ def _ingest_peak(tmp_path: Path, n_docs: int) -> int:
 def test_peak_memory_of_ingest_stays_flat_as_the_corpus_grows(tmp_path: Path) -> None:
     small = _ingest_peak(tmp_path, 2_000)
     large = _ingest_peak(tmp_path, 8_000)
-    # Holding every document, chunk and vector (the old ingest) gave large ~ 4x small.
-    assert large < 1.6 * small, f"peak {large} bytes for 4N docs, {small} for N"
+    # Holding every document, chunk and vector (the old ingest) cost about 1,050 bytes
+    # more per extra document here (8.70 MB against 2.42 MB). What still grows is the
+    # .jsonl loader's index of ids seen (duplicate _id check), about 100 bytes a row.
+    per_doc = (large - small) / 6_000
+    assert per_doc < 300, f"peak {large} bytes for 8,000 docs, {small} for 2,000"
 
 
 def _doc(doc_id: str, text: str) -> Document:
