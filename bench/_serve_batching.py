@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -30,7 +29,7 @@ from ragmix._offline import set_offline_defaults
 set_offline_defaults()
 
 from _common import median  # noqa: E402
-from _serve_load import STARTUP_S, free_port  # noqa: E402
+from _serve_load import free_port, launched  # noqa: E402
 
 from ragmix.modes import DEFAULT_GENERATOR, DEFAULT_SCORING  # noqa: E402
 
@@ -58,37 +57,11 @@ def docs_collection(folder: Path) -> Path:
 def ragmix_serve(collection: Path, data_dir: Path, log: Path, *,
                  generator: str = DEFAULT_GENERATOR) -> Iterator[str]:
     """``ragmix serve`` on ``collection``, on a free loopback port: its base URL."""
-    import httpx
-
     port = free_port()
-    with open(log, "w") as stderr:  # a file, not a pipe: a full pipe would stall the server
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ragmix", "serve", "-c", str(collection), "--port", str(port),
-             "--data-dir", str(data_dir), "--generator", generator],
-            stdout=subprocess.DEVNULL, stderr=stderr)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_S
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"ragmix serve exited with {process.returncode}: "
-                                   f"{log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/v1/collections", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:  # not listening yet
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"ragmix serve did not answer within {STARTUP_S} s; see {log}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
+    argv = [sys.executable, "-m", "ragmix", "serve", "-c", str(collection), "--port", str(port),
+            "--data-dir", str(data_dir), "--generator", generator]
+    with launched(argv, port, log, name="ragmix serve", poll_s=0.5, stop_s=30):
+        yield f"http://127.0.0.1:{port}"
 
 
 async def _phase(url: str, questions: Sequence[str], *, clients: int,

@@ -102,20 +102,30 @@ def free_port() -> int:
 def server_process(collection: Path, data_dir: Path, log: Path, *,
                    token_ms: float) -> Iterator[Server]:
     """This module serving ``collection`` on a free loopback port; stopped by its PID."""
+    port = free_port()
+    argv = [sys.executable, __file__, "--collection", str(collection), "--data-dir",
+            str(data_dir), "--port", str(port), "--token-ms", str(token_ms)]
+    with launched(argv, port, log) as process:
+        yield Server(f"http://127.0.0.1:{port}", process.pid)
+
+
+@contextmanager
+def launched(argv: list[str], port: int, log: Path, *, name: str = "the server",
+             poll_s: float = 0.2, stop_s: float = 15) -> Iterator[subprocess.Popen]:
+    """Run ``argv`` (a server on ``port``) until it answers /v1/collections; stop it by its PID.
+
+    Its stderr goes to ``log`` (a file, not a pipe: a full pipe would stall the server).
+    """
     import httpx
 
-    port = free_port()
-    with open(log, "w") as stderr:  # a file, not a pipe: a full pipe would stall the server
-        process = subprocess.Popen(
-            [sys.executable, __file__, "--collection", str(collection), "--data-dir",
-             str(data_dir), "--port", str(port), "--token-ms", str(token_ms)],
-            stdout=subprocess.DEVNULL, stderr=stderr)
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stderr)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + STARTUP_S
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"the server exited with {process.returncode}: "
+                raise RuntimeError(f"{name} exited with {process.returncode}: "
                                    f"{log.read_text()[-2000:]}")
             try:
                 if httpx.get(f"{url}/v1/collections", timeout=5).status_code == 200:
@@ -123,13 +133,13 @@ def server_process(collection: Path, data_dir: Path, log: Path, *,
             except httpx.TransportError:  # not listening yet
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not answer within {STARTUP_S} s; see {log}")
-            time.sleep(0.2)
-        yield Server(url, process.pid)
+                raise RuntimeError(f"{name} did not answer within {STARTUP_S} s; see {log}")
+            time.sleep(poll_s)
+        yield process
     finally:
         process.terminate()
         try:
-            process.wait(timeout=15)
+            process.wait(timeout=stop_s)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=15)
