@@ -20,6 +20,7 @@ import numpy as np
 
 from ragmix._extras import require
 from ragmix.errors import BadInputError
+from ragmix.store.backend import checked_vectors
 from ragmix.store.pg.schema import HALF_MAX, CollectionTables
 from ragmix.types import Chunk, Document
 
@@ -38,16 +39,7 @@ def _checked(items: Sequence[DocumentItem], dim: int) -> list[DocumentItem]:
             raise BadInputError(f"document {doc.doc_id!r} appears twice in one load; "
                                 "give each document once")
         seen.add(doc.doc_id)
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.shape != (len(chunks), dim):
-            raise BadInputError(
-                f"document {doc.doc_id!r} has {len(chunks)} chunks, so its vectors must have "
-                f"shape ({len(chunks)}, {dim}), got {vectors.shape}")
-        strays = sorted({c.doc_id for c in chunks} - {doc.doc_id})
-        if strays:
-            raise BadInputError(f"document {doc.doc_id!r} was given chunks of {strays}; "
-                                "load each document with its own chunks")
-        out.append((doc, chunks, vectors))
+        out.append((doc, chunks, checked_vectors(doc, chunks, vectors, dim)))
     return out
 
 
