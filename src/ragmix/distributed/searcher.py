@@ -27,18 +27,9 @@ from ragmix._extras import require
 from ragmix.distributed.cluster import connect, ray_module
 from ragmix.distributed.shards import SHARDS_FILE, ShardSet, merge_topk, shard_topk
 from ragmix.errors import BadInputError, CollectionError
-from ragmix.retrieval.retrievers import (
-    DEFAULT_FUSION,
-    MODES,
-    BM25Retriever,
-    DenseRetriever,
-    HybridRetriever,
-    Retriever,
-)
-from ragmix.types import ScoredId
+from ragmix.retrieval.retrievers import DEFAULT_FUSION, MODES, Retriever
 
 if TYPE_CHECKING:
-    from ragmix.store.backend import StoreBackend
     from ragmix.store.collection import Collection
 
 
@@ -178,17 +169,6 @@ _READ_ONLY = ("a ShardedSearcher is read-only; add to the collection, then write
               "again with shard_backend and open a new searcher")
 
 
-class _BackendKeywords:
-    """A store backend's keyword search as the ``search`` a BM25Retriever calls."""
-
-    def __init__(self, backend: StoreBackend) -> None:
-        self.backend = backend
-
-    def search(self, query: str, k: int, *,
-               allowed_ids: np.ndarray | None = None) -> list[ScoredId]:
-        return self.backend.keyword_search(query, k, allowed_ids=allowed_ids)
-
-
 def sharded_retriever(collection: Collection, searcher: ShardedSearcher, *, mode: str = "hybrid",
                       fusion: str = DEFAULT_FUSION, dense_weight: float = 0.5,
                       depth: int = 100) -> Retriever:
@@ -206,8 +186,5 @@ def sharded_retriever(collection: Collection, searcher: ShardedSearcher, *, mode
             f"the shards in {str(searcher.shards.directory)!r} were written at generation "
             f"{searcher.generation}, the collection is at {collection.backend.generation}; "
             "write them again with shard_backend")
-    dense = DenseRetriever(collection.query_encoder or collection.encoder, searcher)
-    if mode == "dense":
-        return dense
-    return HybridRetriever(dense, BM25Retriever(_BackendKeywords(collection.backend)),
-                           fusion=fusion, dense_weight=dense_weight, depth=depth)
+    return collection.retriever(mode, fusion=fusion, dense_weight=dense_weight, depth=depth,
+                                vectors=searcher)

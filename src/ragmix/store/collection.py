@@ -67,6 +67,7 @@ from ragmix.store.manifest import Manifest
 from ragmix.types import Document, Hit, ScoredId, Skipped
 
 if TYPE_CHECKING:
+    from ragmix.index.base import VectorIndex
     from ragmix.store.sqlite_store import SqliteStore
     from ragmix.store.views import Views
 
@@ -294,14 +295,19 @@ class Collection:
     # -- reading ----------------------------------------------------------------
     def retriever(
         self, mode: str = "hybrid", *, fusion: str = DEFAULT_FUSION, rrf_k: int = 60,
-        dense_weight: float = 0.5, depth: int = 100,
+        dense_weight: float = 0.5, depth: int = 100, vectors: VectorIndex | None = None,
     ) -> Retriever:
-        """The retriever for ``mode`` over this collection's backend."""
+        """The retriever for ``mode`` over this collection's backend.
+
+        ``vectors`` (anything with a VectorIndex's ``search``, such as
+        :class:`ragmix.distributed.ShardedSearcher`) replaces the backend's vector search.
+        """
         if mode not in MODES:
             raise BadInputError(f"mode must be one of {MODES}, got {mode!r}")
         if mode == "bm25":
             return BM25Retriever(_KeywordSearch(self.backend))
-        dense = DenseRetriever(self.query_encoder or self.encoder, _VectorSearch(self.backend))
+        dense = DenseRetriever(self.query_encoder or self.encoder,
+                               vectors if vectors is not None else _VectorSearch(self.backend))
         if mode == "dense":
             return dense
         sparse = BM25Retriever(_KeywordSearch(self.backend))
