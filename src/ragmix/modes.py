@@ -66,3 +66,12 @@ def split_qa_mode(name: str) -> tuple[str, str]:
         if name.endswith("-" + decoding):
             return name.removesuffix("-" + decoding), decoding
     return name, "thorough"
+
+# Second-stage rerankers (ragmix.rerank): they re-score the first stage's top
+# --rerank-depth hits.
+# - cross-encoder: a MiniLM reading query and passage together (ragmix train reranker,
+#   or any local sentence-transformers CrossEncoder folder);
+# - late-interaction: ColBERT-style MaxSim over MiniLM token vectors (Khattab & Zaharia, 2020);
+# - query-likelihood: log p(question | passage) under the generator (UPR, Sachan et al., 2022).
+RERANKERS = ("cross-encoder", "late-interaction", "query-likelihood")
+DEFAULT_RERANK_DEPTH = 50

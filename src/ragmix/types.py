@@ -54,6 +54,8 @@ class Hit:
     """A retrieved passage with its score and retriever probability p(z|x).
 
     ``prob`` is softmax(score) over the returned top-k, as in Lewis et al. (2020).
+    A reranked hit keeps its first stage's score in ``retrieval_score``;
+    ``score`` is then the reranker's (see :mod:`ragmix.rerank`).
     """
 
     chunk_id: int
@@ -66,6 +68,7 @@ class Hit:
     source: str = ""
     start: int = 0
     end: int = 0
+    retrieval_score: float | None = None  # the first stage's score, once reranked
 
 
 @dataclass(frozen=True)

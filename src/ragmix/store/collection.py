@@ -50,6 +50,8 @@ from ragmix.chunking.base import Chunker
 from ragmix.encoders import DEFAULT_ENCODER, load_encoder
 from ragmix.encoders.base import Encoder
 from ragmix.errors import BadInputError, CollectionError, EncoderMismatchError
+from ragmix.modes import DEFAULT_RERANK_DEPTH
+from ragmix.rerank.base import RerankedSearch, Reranker
 from ragmix.retrieval.fusion import softmax_probs
 from ragmix.retrieval.retrievers import (
     DEFAULT_FUSION,
@@ -317,28 +319,38 @@ class Collection:
     def search(
         self, query: str, k: int = 5, *, mode: str = "hybrid", source: str | None = None,
         fusion: str = DEFAULT_FUSION, dense_weight: float = 0.5, temperature: float = 1.0,
+        rerank: Reranker | None = None, rerank_depth: int = DEFAULT_RERANK_DEPTH,
     ) -> list[Hit]:
         """Top-k passages for ``query``; ``source`` is a glob on document path or id.
 
         Each hit carries p(z|x) = softmax(score / temperature) over the top-k.
+        With ``rerank`` (:mod:`ragmix.rerank`), the top ``rerank_depth`` are re-scored
+        by it and the best k kept.
         """
         if not query or not query.strip():
             raise BadInputError("query must not be empty")
         if k <= 0:
             raise BadInputError(f"k must be > 0, got {k}")
+        if rerank is not None:
+            plain = BoundSearch(self, fusion=fusion, source=source, temperature=temperature,
+                                dense_weight=dense_weight)
+            return RerankedSearch(plain, rerank, depth=rerank_depth).search(query, k, mode=mode)
         allowed = self.backend.chunk_ids(source) if source else None
         if allowed is not None and len(allowed) == 0:
             return []
         retriever = self.retriever(mode, fusion=fusion, dense_weight=dense_weight)
         return self.hits(retriever.retrieve(query, k, allowed_ids=allowed), temperature=temperature)
 
-    def searcher(self, *, fusion: str = DEFAULT_FUSION, source: str | None = None) -> BoundSearch:
+    def searcher(self, *, fusion: str = DEFAULT_FUSION, source: str | None = None,
+                 rerank: Reranker | None = None,
+                 rerank_depth: int = DEFAULT_RERANK_DEPTH) -> BoundSearch | RerankedSearch:
         """This collection with fixed search settings, for code that only passes ``mode``.
 
         ``RAG``, ``MarginalRAG`` and the evaluation functions call
-        ``search(query, k, mode=...)``; this fixes the fusion and source filter.
+        ``search(query, k, mode=...)``; this fixes the fusion, source filter and reranker.
         """
-        return BoundSearch(self, fusion=fusion, source=source)
+        plain = BoundSearch(self, fusion=fusion, source=source)
+        return plain if rerank is None else RerankedSearch(plain, rerank, depth=rerank_depth)
 
     def hits(self, scored: Sequence[ScoredId], *, temperature: float = 1.0) -> list[Hit]:
         """Materialise ranked chunk ids into :class:`Hit` values with p(z|x)."""
@@ -373,11 +385,14 @@ class Collection:
 class BoundSearch:
     """A collection searched with fixed ``fusion`` and ``source``: ``search(query, k, *, mode)``."""
 
-    def __init__(self, collection: Collection, *, fusion: str, source: str | None) -> None:
+    def __init__(self, collection: Collection, *, fusion: str, source: str | None,
+                 temperature: float = 1.0, dense_weight: float = 0.5) -> None:
         self.collection, self.fusion, self.source = collection, fusion, source
+        self.temperature, self.dense_weight = temperature, dense_weight
 
     def search(self, query: str, k: int, *, mode: str) -> list[Hit]:
-        return self.collection.search(query, k, mode=mode, fusion=self.fusion, source=self.source)
+        return self.collection.search(query, k, mode=mode, fusion=self.fusion, source=self.source,
+                                      temperature=self.temperature, dense_weight=self.dense_weight)
 
 
 class _VectorSearch:

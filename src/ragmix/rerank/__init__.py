@@ -1,0 +1,63 @@
+"""Second-stage rerankers: re-score the first stage's top hits with a sharper model.
+
+    from ragmix import Collection
+    from ragmix.rerank import RerankedSearch, load_reranker
+
+    col = Collection.open("my-col")
+    reranker = load_reranker("late-interaction")
+    hits = col.search("how are documents chunked?", 5, rerank=reranker, rerank_depth=50)
+    # or behind RAG / MarginalRAG / evaluate_retrieval:
+    searcher = RerankedSearch(col.searcher(), reranker, depth=50)
+
+The names (:data:`ragmix.modes.RERANKERS`) are the ones ``--rerank`` takes.
+Models load lazily and need the ``models`` extra (torch, transformers).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ragmix.errors import BadInputError
+from ragmix.modes import DEFAULT_RERANK_DEPTH, RERANKERS
+from ragmix.rerank.base import PassageScorer, RerankedSearch, Reranker, ScoreReranker, renumbered
+
+
+def load_scorer(name: str, *, model: str | Path | None = None, dtype: str = "auto") -> PassageScorer:
+    """The relevance model ``name`` (one of :data:`RERANKERS`), from ``model`` where given.
+
+    - cross-encoder: ``model`` is a folder written by ``ragmix train reranker``
+      or any local sentence-transformers CrossEncoder folder (required: no
+      cross-encoder weights are packaged);
+    - late-interaction: ``model`` is a sentence-transformers folder (default:
+      the packaged all-MiniLM-L6-v2, untrained for MaxSim);
+    - query-likelihood: ``model`` is a generator name or local model folder
+      (default: the packaged SmolLM2-135M-Instruct, "smollm2").
+    """
+    if name == "cross-encoder":
+        if model is None:
+            raise BadInputError("the cross-encoder reranker needs a model folder "
+                                "(--rerank-model PATH): train one with `ragmix train reranker`, "
+                                "or give a local sentence-transformers CrossEncoder folder")
+        from ragmix.rerank.cross_encoder import CrossEncoderScorer
+
+        return CrossEncoderScorer(model, dtype=dtype)
+    if name == "late-interaction":
+        from ragmix.rerank.late_interaction import LateInteractionScorer
+
+        return LateInteractionScorer(model, dtype=dtype)
+    if name == "query-likelihood":
+        from ragmix.generation import load_generator
+        from ragmix.rerank.query_likelihood import QueryLikelihoodScorer
+
+        return QueryLikelihoodScorer(load_generator(str(model or "smollm2"), dtype=dtype))
+    raise BadInputError(f"unknown reranker {name!r}: give one of {', '.join(RERANKERS)}")
+
+
+def load_reranker(name: str, *, model: str | Path | None = None, weight: float = 1.0,
+                  dtype: str = "auto") -> Reranker:
+    """The reranker ``name`` (see :func:`load_scorer`); ``weight`` < 1 fuses in the first stage."""
+    return ScoreReranker(load_scorer(name, model=model, dtype=dtype), weight=weight)
+
+
+__all__ = ["DEFAULT_RERANK_DEPTH", "RERANKERS", "PassageScorer", "RerankedSearch", "Reranker",
+           "ScoreReranker", "load_reranker", "load_scorer", "renumbered"]
