@@ -29,6 +29,8 @@ from ragmix.cli.options import (
     dtype_option,
     fusion_option,
     query_encoder_option,
+    rerank_options,
+    reranker_from_options,
     retrieval_option,
     scoring_option,
 )
@@ -144,10 +146,11 @@ def _label(mode: str, fusion: str) -> str:
 @encoder_option
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Evaluate only the first N judged queries (a quick run).")
+@rerank_options
 @out_option
 @dtype_option
 def retrieval(data_dir, split, corpus, queries, qrels, modes, fusion, collection_dir, encoder,
-              limit, out_dir, dtype):
+              limit, rerank, rerank_model, rerank_depth, rerank_weight, out_dir, dtype):
     """nDCG@10, MRR@10 and recall@1/5/10/20/100 of each mode (default: all) on BEIR data.
 
     Documents are ranked at their best chunk; the numbers match trec_eval's.
@@ -183,10 +186,12 @@ def retrieval(data_dir, split, corpus, queries, qrels, modes, fusion, collection
     col = _indexed(col_dir, corpus, encoder, dtype)
     reports = {}
     with col:
-        searcher = col.searcher(fusion=fusion)
+        reranker = reranker_from_options(rerank, rerank_model, rerank_weight, dtype)
+        searcher = col.searcher(fusion=fusion, rerank=reranker, rerank_depth=rerank_depth)
         with RichProgress(err) as progress:
             for mode in modes:
-                reports[_label(mode, fusion)] = evaluate_retrieval(
+                label = _label(mode, fusion) + ("" if reranker is None else f"+{reranker.name}")
+                reports[label] = evaluate_retrieval(
                     searcher, texts, judgements, mode=mode, progress=progress)
         info = col.info()
 
@@ -196,7 +201,10 @@ def retrieval(data_dir, split, corpus, queries, qrels, modes, fusion, collection
                  "judged_queries": len(judgements), "limit": limit},
         "collection": _collection_meta(col_dir, info),
         "settings": {"k": 100, "chunk_depth": 100 * CHUNKS_PER_DOC, "fusion": fusion,
-                     "pooling": "max over chunks", "dtype": dtype},
+                     "pooling": "max over chunks", "dtype": dtype,
+                     "rerank": rerank, "rerank_model": rerank_model,
+                     "rerank_depth": rerank_depth if rerank else None,
+                     "rerank_weight": rerank_weight if rerank else None},
     }
     plots = _write_plots(out_dir, {mode: r.metrics for mode, r in reports.items()},
                          {mode: r.latency_s.values() for mode, r in reports.items()},
@@ -266,10 +274,12 @@ def _journal_path(out_dir: str | Path, mode: str, run_key: dict) -> Path:
 @click.option("--no-generate", is_flag=True, help="Measure answer recall@k only (no generator).")
 @click.option("--regex", is_flag=True, help="Gold answers are regular expressions (CuratedTREC).")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=32, show_default=True)
+@rerank_options
 @out_option
 @dtype_option
 def qa(questions, collection_dir, corpus, encoder, modes, retrieval, fusion, k, tau, beams,
-       scoring, limit, seed, generator, query_encoder, no_generate, regex, max_new_tokens, out_dir, dtype):
+       scoring, limit, seed, generator, query_encoder, no_generate, regex, max_new_tokens,
+       rerank, rerank_model, rerank_depth, rerank_weight, out_dir, dtype):
     """Exact match, token F1, contains and answer recall@1/5/10/20 of each generation mode.
 
     The same sampled questions for every mode; answer recall comes from the
@@ -307,6 +317,9 @@ def qa(questions, collection_dir, corpus, encoder, modes, retrieval, fusion, k, 
             raise
     modes = (retrieval,) if no_generate else (modes or ("stuff",))
     reports = {}
+    reranker = reranker_from_options(rerank, rerank_model, rerank_weight, dtype)
+    if reranker is not None and tau is None:
+        tau = reranker.tau
     with col:
         gen = None
         if not no_generate:
@@ -316,7 +329,8 @@ def qa(questions, collection_dir, corpus, encoder, modes, retrieval, fusion, k, 
                 gen = load_generator(generator, dtype=dtype)
         run_key = {"collection": str(col_dir.resolve()), "questions": str(Path(questions).resolve()),
                    "limit": limit, "seed": seed, "fusion": fusion, "query_encoder": query_encoder,
-                   "dtype": dtype}
+                   "dtype": dtype, "rerank": reranker and reranker.name,
+                   "rerank_model": rerank_model, "rerank_depth": rerank_depth}
         journals = {mode: _journal_path(out_dir, mode, run_key) for mode in modes}
         for mode, path in journals.items():
             if path.exists():
@@ -325,7 +339,8 @@ def qa(questions, collection_dir, corpus, encoder, modes, retrieval, fusion, k, 
             for mode in modes:
                 generation, decoding = split_qa_mode(mode)
                 reports[mode] = evaluate_qa(
-                    col.searcher(fusion=fusion), gen, examples, mode=retrieval, k=k, regex=regex,
+                    col.searcher(fusion=fusion, rerank=reranker, rerank_depth=rerank_depth),
+                    gen, examples, mode=retrieval, k=k, regex=regex,
                     max_new_tokens=max_new_tokens, progress=progress,
                     generation="stuff" if no_generate else generation, tau=tau, beams=beams,
                     decoding=decoding, scoring=scoring, journal=journals[mode])
@@ -337,7 +352,8 @@ def qa(questions, collection_dir, corpus, encoder, modes, retrieval, fusion, k, 
             "settings": {"k": k, "retrieval": retrieval, "fusion": fusion, "tau": tau,
                          "beams": beams, "scoring": scoring, "max_new_tokens": max_new_tokens,
                          "generator": None if no_generate else generator,
-                         "query_encoder": query_encoder, "dtype": dtype}}
+                         "query_encoder": query_encoder, "dtype": dtype,
+                         "rerank": reranker and reranker.name, "rerank_depth": rerank_depth}}
     plots = _write_plots(out_dir, {mode: r.metrics for mode, r in reports.items()},
                          {mode: [q.retrieval_s + (q.generation_s or 0.0) for q in r.results]
                           for mode, r in reports.items()},

@@ -35,6 +35,8 @@ from ragmix.cli.options import (
     min_confidence_option,
     parse_index_options,
     pg_creation_options,
+    rerank_options,
+    reranker_from_options,
     query_encoder_option,
     retrieval_option,
     store_option,
@@ -217,6 +219,14 @@ def reembed(collection_dir, encoder, out_dir, dtype):
     err.print(f"[green]re-embedded[/] {chunks} chunks with {enc.name} into {out_dir}")
 
 
+def _reranker(rerank, model, weight, dtype):
+    """The --rerank options' reranker (or None), loaded under a status line."""
+    if rerank is None:
+        return reranker_from_options(rerank, model, weight, dtype)
+    with err.status(f"loading reranker {rerank}"):
+        return reranker_from_options(rerank, model, weight, dtype)
+
+
 @cli.command()
 @click.argument("query")
 @collection_option
@@ -224,15 +234,24 @@ def reembed(collection_dir, encoder, out_dir, dtype):
 @k_option
 @source_option
 @fusion_option
+@rerank_options
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
 @store_option
 @dtype_option
-def search(query, collection_dir, mode, k, source, fusion, as_json, store, dtype):
-    """Retrieve the top-k passages for QUERY."""
+def search(query, collection_dir, mode, k, source, fusion, rerank, rerank_model, rerank_depth,
+           rerank_weight, as_json, store, dtype):
+    """Retrieve the top-k passages for QUERY.
+
+    \b
+    ragmix search "how are documents chunked?" -c my-col -k 3
+    ragmix search "how are documents chunked?" -c my-col --rerank late-interaction
+    """
     from ragmix.cli.render import hits_table
 
     with _open(collection_dir, dtype=dtype, store=store) as col:
-        hits = col.search(query, k, mode=mode, source=source, fusion=fusion)
+        reranker = _reranker(rerank, rerank_model, rerank_weight, dtype)
+        hits = col.search(query, k, mode=mode, source=source, fusion=fusion, rerank=reranker,
+                          rerank_depth=rerank_depth)
     if as_json:
         click.echo(json.dumps([asdict(h) for h in hits], indent=2))
     elif not hits:
@@ -252,6 +271,7 @@ def search(query, collection_dir, mode, k, source, fusion, as_json, store, dtype
 @k_option
 @source_option
 @fusion_option
+@rerank_options
 @marginal_options
 @click.option("--generator", default=DEFAULT_GENERATOR, show_default=True, envvar="RAGMIX_GENERATOR",
               help="smollm2-squad (SmolLM2 with ragmix's SQuAD reader adapter), smollm2 "
@@ -267,9 +287,9 @@ def search(query, collection_dir, mode, k, source, fusion, as_json, store, dtype
 @min_confidence_option
 @store_option
 @dtype_option
-def ask(question, collection_dir, mode, retrieval, k, source, fusion, tau, beams, decoding, scoring,
-        generator, query_encoder, max_new_tokens, explain, explain_png, as_json, min_confidence,
-        store, dtype):
+def ask(question, collection_dir, mode, retrieval, k, source, fusion, rerank, rerank_model,
+        rerank_depth, rerank_weight, tau, beams, decoding, scoring, generator, query_encoder,
+        max_new_tokens, explain, explain_png, as_json, min_confidence, store, dtype):
     """Answer QUESTION from the collection, with its sources.
 
     \b
@@ -290,7 +310,11 @@ def ask(question, collection_dir, mode, retrieval, k, source, fusion, tau, beams
     with _open(collection_dir, query_encoder, dtype=dtype, store=store) as col:
         with err.status(f"loading generator {generator}"):
             gen = load_generator(generator, dtype=dtype)
-        searcher = col.searcher(fusion=fusion, source=source)
+        reranker = _reranker(rerank, rerank_model, rerank_weight, dtype)
+        searcher = col.searcher(fusion=fusion, source=source, rerank=reranker,
+                                rerank_depth=rerank_depth)
+        if reranker is not None and tau is None:
+            tau = reranker.tau
         stream = None if as_json else (lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
         if mode == "stuff":
             rag = RAG(searcher, gen, k=k, mode=retrieval, max_new_tokens=max_new_tokens or 200,

@@ -9,7 +9,15 @@ import click
 from ragmix.chunking import CHUNKERS
 from ragmix.dtypes import DTYPES, ENV_VAR
 from ragmix.index import INDEX_KINDS
-from ragmix.modes import ASK_DECODINGS, DECODINGS, DEFAULT_SCORING, GENERATION_MODES, SCORINGS
+from ragmix.modes import (
+    ASK_DECODINGS,
+    DECODINGS,
+    DEFAULT_RERANK_DEPTH,
+    DEFAULT_SCORING,
+    GENERATION_MODES,
+    RERANKERS,
+    SCORINGS,
+)
 from ragmix.retrieval.retrievers import DEFAULT_FUSION, FUSIONS, MODES
 
 CHUNKER_NAMES = tuple(CHUNKERS)
@@ -144,3 +152,33 @@ def index_params(home: Any, pairs: tuple[str, ...], halfvec: bool,
     if keyword:
         params["keyword"] = keyword
     return params
+
+
+def rerank_options(fn):
+    """--rerank, --rerank-model, --rerank-depth, --rerank-weight: a second stage of retrieval."""
+    fn = click.option("--rerank-weight", type=click.FloatRange(0, 1), default=1.0, show_default=True,
+                      help="The reranker's share when fused with the first stage's scores "
+                           "(min-max, as hybrid fuses): 1 ranks by the reranker alone.")(fn)
+    fn = click.option("--rerank-depth", type=click.IntRange(min=1), default=DEFAULT_RERANK_DEPTH,
+                      show_default=True, help="How many first-stage hits the reranker re-scores.")(fn)
+    fn = click.option("--rerank-model", default=None, metavar="PATH",
+                      help="The reranker's model: a folder from ragmix train reranker or a local "
+                           "CrossEncoder (cross-encoder, required), a MaxSim folder from ragmix train "
+                           "late-interaction (default: packaged MiniLM), a generator name or folder "
+                           "(query-likelihood, default: smollm2).")(fn)
+    fn = click.option("--rerank", type=click.Choice(RERANKERS), default=None,
+                      help="Re-score the top --rerank-depth hits with a sharper model: a "
+                           "cross-encoder, ColBERT-style late interaction (MaxSim), or the "
+                           "question's likelihood under a language model (UPR).")(fn)
+    return fn
+
+
+def reranker_from_options(rerank: str | None, model: str | None, weight: float, dtype: str):
+    """The reranker the --rerank options name, or None; the model options need --rerank."""
+    if rerank is None:
+        if model is not None or weight != 1.0:
+            raise click.UsageError("--rerank-model and --rerank-weight need --rerank NAME")
+        return None
+    from ragmix.rerank import load_reranker
+
+    return load_reranker(rerank, model=model, weight=weight, dtype=dtype)

@@ -81,6 +81,12 @@ class ScoreReranker:
     def name(self) -> str:
         return self.scorer.name if self.weight == 1.0 else f"{self.scorer.name}@{self.weight:g}"
 
+    @property
+    def tau(self) -> float:
+        """The prior temperature p(z|x) = softmax(score / tau) suits: hybrid's 0.1 for fused
+        scores in [0, 1], else the scorer's own (``scorer.tau``, default 1: logits, log-probs)."""
+        return 0.1 if self.weight < 1.0 else float(getattr(self.scorer, "tau", 1.0))
+
     def rerank(self, query: str, hits: Sequence[Hit], k: int) -> list[Hit]:
         if k <= 0:
             raise BadInputError(f"k must be > 0, got {k}")

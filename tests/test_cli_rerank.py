@@ -1,0 +1,83 @@
+"""--rerank on search, ask and eval: the CLI reaches ragmix.rerank and reports what it did."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ragmix.cli.main import cli
+from ragmix.rerank.query_likelihood import QueryLikelihoodScorer
+from ragmix.testing import tiny_random_generator
+
+
+@pytest.fixture(scope="module")
+def generator_dir(tmp_path_factory) -> Path:
+    """A tiny random causal LM saved as a local model folder, as a user's would be."""
+    gen = tiny_random_generator(seed=5)
+    folder = tmp_path_factory.mktemp("tiny-lm")
+    gen.model.save_pretrained(folder)
+    gen.tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def col(tmp_path: Path, corpus: Path) -> Path:
+    col = tmp_path / "col"
+    result = CliRunner().invoke(cli, ["index", str(corpus), "-c", str(col), "--encoder", "hashing-1024"])
+    assert result.exit_code == 0, result.output
+    return col
+
+
+def test_search_reranks_the_first_stage_with_query_likelihood(col, generator_dir):
+    runner = CliRunner()
+    plain = json.loads(runner.invoke(cli, ["search", "marker3 marker4", "-c", str(col), "--json",
+                                           "-k", "6", "--mode", "dense"]).output)
+    result = runner.invoke(cli, ["search", "marker3 marker4", "-c", str(col), "--json", "-k", "3",
+                                 "--mode", "dense", "--rerank", "query-likelihood",
+                                 "--rerank-model", str(generator_dir), "--rerank-depth", "6"])
+    assert result.exit_code == 0, result.output
+    hits = json.loads(result.output)
+    assert len(hits) == 3 and [h["rank"] for h in hits] == [1, 2, 3]
+    first = {h["chunk_id"]: h["score"] for h in plain}
+    assert all(first[h["chunk_id"]] == h["retrieval_score"] for h in hits)
+    from ragmix.generation import load_generator
+
+    scorer = QueryLikelihoodScorer(load_generator(str(generator_dir)))
+    expect = scorer.score("marker3 marker4", [h["text"] for h in plain])
+    best = sorted(zip(expect, [h["chunk_id"] for h in plain]), key=lambda p: -p[0])[:3]
+    assert [h["chunk_id"] for h in hits] == [cid for _, cid in best]
+
+
+def test_rerank_options_without_rerank_are_refused(col):
+    result = CliRunner().invoke(cli, ["search", "marker3", "-c", str(col), "--rerank-weight", "0.5"])
+    assert result.exit_code == 2 and "need --rerank NAME" in result.output
+
+
+def test_a_cross_encoder_without_a_model_says_how_to_get_one(col):
+    result = CliRunner().invoke(cli, ["search", "marker3", "-c", str(col), "--rerank", "cross-encoder"])
+    assert result.exit_code != 0 and "ragmix train reranker" in result.output
+
+
+def test_eval_retrieval_labels_the_reranked_run(tmp_path, generator_dir):
+    data = tmp_path / "beir"
+    (data / "qrels").mkdir(parents=True)
+    docs = {f"d{i}": f"Document {i} is about marker{i} and nothing else." for i in range(8)}
+    (data / "corpus.jsonl").write_text("".join(
+        json.dumps({"_id": d, "title": "", "text": t}) + "\n" for d, t in docs.items()))
+    (data / "queries.jsonl").write_text("".join(
+        json.dumps({"_id": f"q{i}", "text": f"what is about marker{i}?"}) + "\n" for i in range(3)))
+    (data / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(3)))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, [
+        "eval", "retrieval", "--data-dir", str(data), "--mode", "bm25", "--encoder", "hashing-64",
+        "--rerank", "query-likelihood", "--rerank-model", str(generator_dir),
+        "--rerank-depth", "4", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["modes"]) == [f"bm25+query-likelihood:{generator_dir.name}"]
+    assert results["settings"]["rerank"] == "query-likelihood"
+    assert results["settings"]["rerank_depth"] == 4
