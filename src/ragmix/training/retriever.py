@@ -13,6 +13,11 @@ checkpoints every few steps under ``OUTPUT/checkpoints`` (deleted once the
 model is saved), so a crashed run resumes exactly where it stopped. With
 ``dtype="bfloat16"`` the encoders' forward passes run under bf16 autocast
 (the weights, gradients and optimiser stay float32).
+
+What is embedded and how a query scores the pool is a :class:`PoolScoring`:
+:class:`DenseScoring` (cosine of sentence embeddings) by default; late
+interaction (``training/late_interaction.py``) plugs MaxSim over token
+vectors into the same loop, batches, negatives and checkpoints.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -41,8 +46,59 @@ from ragmix.training.negatives import Negatives, bm25_negatives, model_negatives
 from ragmix.training.pairs import TrainingSet, TrainPair
 from ragmix.training.retriever_config import RetrieverTrainConfig
 
+if TYPE_CHECKING:
+    from torch import Tensor
+
 TRAINING_LOG = "ragmix_training.json"
 MAX_SCALE = 100.0  # CLIP's cap on a learned 1/temperature
+
+
+class PoolScoring(Protocol):
+    """The part of a contrastive step that depends on the kind of model.
+
+    ``embed_*`` map texts to tensors with a graph, batch first (GradCache
+    chunks along it); ``loss`` is InfoNCE of every query against the pool.
+    ``modules`` are trainable weights beyond the encoders (optimised,
+    checkpointed, saved by ``save``); ``settings`` are what a checkpoint must
+    match besides the config.
+    """
+
+    @property
+    def modules(self) -> tuple[Any, ...]: ...
+
+    @property
+    def settings(self) -> dict[str, str]: ...
+
+    def embed_queries(self, texts: list[str]) -> Tensor: ...
+
+    def embed_passages(self, texts: list[str]) -> Tensor: ...
+
+    def loss(self, queries: Tensor, passages: Tensor, targets: Tensor, *,
+             temperature: Tensor | float, excluded: Tensor) -> Tensor: ...
+
+    def save(self, output: Path) -> None: ...
+
+
+class DenseScoring:
+    """A bi-encoder's scoring: cosine of the unit sentence embeddings the index stores."""
+
+    def __init__(self, query_model: Any, passage_model: Any, dtype: str) -> None:
+        self.query_model, self.passage_model, self.dtype = query_model, passage_model, dtype
+        self.modules: tuple[Any, ...] = ()  # the encoders are the trainer's own
+        self.settings: dict[str, str] = {}
+
+    def embed_queries(self, texts: list[str]) -> Tensor:
+        return embed(self.query_model, texts, dtype=self.dtype)  # (n, D)
+
+    def embed_passages(self, texts: list[str]) -> Tensor:
+        return embed(self.passage_model, texts, dtype=self.dtype)  # (n, D)
+
+    def loss(self, queries: Tensor, passages: Tensor, targets: Tensor, *,
+             temperature: Tensor | float, excluded: Tensor) -> Tensor:
+        return info_nce(queries, passages, targets, temperature=temperature, excluded=excluded)
+
+    def save(self, output: Path) -> None:
+        """Nothing beyond the sentence-transformers folder."""
 
 
 @dataclass(frozen=True)
@@ -73,16 +129,20 @@ class RetrieverTrainer:
     """
 
     def __init__(self, base: str | Path, data: TrainingSet, config: RetrieverTrainConfig,
-                 *, model: Any = None) -> None:
+                 *, model: Any = None, scoring: PoolScoring | None = None) -> None:
         torch = require("torch", "models")
+        if scoring is not None and config.two_tower:
+            raise BadInputError("two_tower trains dense scoring only; drop two_tower or scoring")
         self.config, self.data = config, data
         random.seed(config.seed)
         np.random.seed(config.seed)
         torch.manual_seed(config.seed)
-        self.passage_model = model if model is not None else _load(base)
+        self.passage_model = model if model is not None else load_base_model(base)
         self.passage_model.max_seq_length = config.max_seq_length
         self.query_model = (copy.deepcopy(self.passage_model) if config.two_tower
                             else self.passage_model)
+        self.scoring = scoring if scoring is not None else DenseScoring(
+            self.query_model, self.passage_model, config.dtype)
         self.log_scale = torch.nn.Parameter(torch.tensor(math.log(1 / config.temperature)),
                                             requires_grad=config.learn_temperature)
         self.negatives: dict[str, Negatives] = {}
@@ -142,20 +202,21 @@ class RetrieverTrainer:
                                                 pool_ids))  # (B, N)
         target = torch.tensor(targets)  # (B,)
 
-        def loss_fn(q, d):  # (B, D), (N, D) unit vectors, as the index holds: cosine
-            return info_nce(q, d, target, temperature=1.0 / self.log_scale.exp(),
-                            excluded=excluded)
+        def loss_fn(q, d):  # dense: (B, D), (N, D) unit vectors, as the index holds: cosine
+            return self.scoring.loss(q, d, target, temperature=1.0 / self.log_scale.exp(),
+                                     excluded=excluded)
 
         return cached_backward(
-            [lambda t: embed(self.query_model, t, dtype=self.config.dtype),
-             lambda t: embed(self.passage_model, t, dtype=self.config.dtype)],
+            [self.scoring.embed_queries, self.scoring.embed_passages],
             [[p.query for p, _ in batch], [self.data.corpus[i] for i in pool_ids]], loss_fn,
             chunk_size=self.config.chunk_size,
             devices=(self.query_model.device, self.passage_model.device))  # texts carry none
 
     def train(self, output: str | Path, *, resume: bool = True, checkpoint_every: int = 10,
+              max_steps: int | None = None,
               progress: Callable[..., None] | None = None) -> RetrieverTrainReport:
-        """Mine, train for ``epochs`` and save to ``output``; ``progress(event, **info)``.
+        """Mine, train for ``epochs`` (or ``max_steps``, if fewer) and save to ``output``;
+        ``progress(event, **info)``.
 
         Every ``checkpoint_every`` steps the whole state (weights, optimiser,
         schedule, mined negatives, the epoch's batch order, random states) is
@@ -167,14 +228,20 @@ class RetrieverTrainer:
         transformers = require("transformers", "models")
         if checkpoint_every < 1:
             raise BadInputError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+        if max_steps is not None and max_steps < 1:
+            raise BadInputError(f"max_steps must be >= 1, got {max_steps}")
         cfg, output = self.config, Path(output)
-        checkpoints, run = output / "checkpoints", self.fingerprint()
+        run = {**self.fingerprint(), **self.scoring.settings}
+        if max_steps is not None:  # it sets the schedule: a checkpoint must match it
+            run["max_steps"] = str(max_steps)
+        checkpoints = output / "checkpoints"
         state = resume_state(checkpoints, resume, asdict(cfg), run)
         say = (lambda text: progress("stage", text=text)) if progress else None
         mined = state["mined"] if state is not None else self.mine(say)
         rng = random.Random(cfg.seed)
         positives = sum(len(p.positives) for p in self.data.pairs)
         total = math.ceil(positives / cfg.batch_size) * cfg.epochs
+        total = total if max_steps is None else min(total, max_steps)
         decayed, plain = self._decay_groups()
         params = decayed + plain  # every trainable weight once
         optimizer = torch.optim.AdamW([  # no decay on biases and norms, as BERT trains
@@ -199,14 +266,14 @@ class RetrieverTrainer:
         if progress is not None:
             progress("start", total=total, done=step)
         began = time.perf_counter() - elapsed
-        while epoch < cfg.epochs:
+        while epoch < cfg.epochs and step < total:
             if order is None:
                 if epoch > 0 and "model" in cfg.negatives:  # ANCE: re-mine with the current model
                     self._train_mode(False)
                     self.negatives["model"] = self._model_negatives()
                     self._train_mode(True)
                 order = self.batches(rng)
-            while position < len(order):
+            while position < len(order) and step < total:
                 batch = order[position]
                 pool_ids, targets = self.pool(batch, rng)
                 optimizer.zero_grad()
@@ -231,11 +298,13 @@ class RetrieverTrainer:
                         "seconds": time.perf_counter() - began})
                 if progress is not None:
                     progress("step", step=step, loss=float(loss), temperature=self.temperature)
-            epoch, position, order = epoch + 1, 0, None
+            if position == len(order):
+                epoch, position, order = epoch + 1, 0, None
         self._train_mode(False)
         report = RetrieverTrainReport(output, step, time.perf_counter() - began, mined,
                                       tuple(log), resumed_from)
         self.save(output, report)
+        self.scoring.save(output)
         shutil.rmtree(checkpoints, ignore_errors=True)  # the saved model supersedes them
         return report
 
@@ -251,6 +320,8 @@ class RetrieverTrainer:
         states = {"passage": self.passage_model.state_dict()}
         if self.config.two_tower:
             states["query"] = self.query_model.state_dict()
+        if self.scoring.modules:
+            states["scoring"] = [module.state_dict() for module in self.scoring.modules]
         return states
 
     def _restore(self, state: dict[str, Any], optimizer: Any, schedule: Any) -> None:
@@ -258,6 +329,8 @@ class RetrieverTrainer:
         self.passage_model.load_state_dict(state["models"]["passage"])
         if self.config.two_tower:
             self.query_model.load_state_dict(state["models"]["query"])
+        for module, saved in zip(self.scoring.modules, state["models"].get("scoring", ())):
+            module.load_state_dict(saved)
         with torch.no_grad():
             self.log_scale.copy_(state["log_scale"])
         optimizer.load_state_dict(state["optimizer"])
@@ -281,7 +354,7 @@ class RetrieverTrainer:
     def _decay_groups(self) -> tuple[list[Any], list[Any]]:
         """Trainable weights split into (decayed, not decayed: biases and LayerNorms)."""
         decayed, plain, seen = [], [], set()
-        for model in (self.query_model, self.passage_model):
+        for model in (self.query_model, self.passage_model, *self.scoring.modules):
             for name, p in model.named_parameters():
                 if id(p) in seen or not p.requires_grad:
                     continue
@@ -291,8 +364,8 @@ class RetrieverTrainer:
         return decayed, plain
 
     def _train_mode(self, on: bool) -> None:
-        self.query_model.train(on)
-        self.passage_model.train(on)
+        for model in (self.query_model, self.passage_model, *self.scoring.modules):
+            model.train(on)
 
     def save(self, output: str | Path, report: RetrieverTrainReport) -> None:
         """A sentence-transformers folder, or ``query/`` + ``document/`` for two towers."""
@@ -313,7 +386,8 @@ class RetrieverTrainer:
             "log": [asdict(s) for s in report.log]}, indent=1))
 
 
-def _load(base: str | Path) -> Any:
+def load_base_model(base: str | Path) -> Any:
+    """The SentenceTransformer to start from: 'minilm' (packaged) or a local folder."""
     st = require("sentence_transformers", "models")
     from ragmix.encoders import _MINILM_ALIASES
 
