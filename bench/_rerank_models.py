@@ -1,0 +1,93 @@
+"""The rerankers bench_rerank.py names, and how it trains the ones it trains.
+
+Every trained model leaves out the held-out queries that settings are chosen
+on (SciFact: bench_training.py's seeded tenth of train; SQuAD: a seeded 1,000
+train questions), and is saved under bench/.work/models/NAME. Training resumes
+from its last checkpoint after a crash; a finished model is reused.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from _common import ROOT
+
+MODELS = ROOT / "bench" / ".work" / "models"
+SQUAD_TRAIN_QUESTIONS = 2000  # seeded; about 125 steps of 16: what 2 cores train in ~30 min
+
+# name -> (ragmix reranker, model folder or None, dataset it was trained on or None)
+RERANKERS: dict[str, tuple[str, str | None, str | None]] = {
+    "li": ("late-interaction", None, None),  # the packaged MiniLM, untrained for MaxSim
+    "ql": ("query-likelihood", "smollm2", None),  # UPR, zero-shot
+    **{f"ce-{data}-{loss}": ("cross-encoder", str(MODELS / f"ce-{data}-{loss}"), data)
+       for data in ("scifact", "squad") for loss in ("bce", "listwise")},
+    **{f"li-{data}": ("late-interaction", str(MODELS / f"li-{data}"), data)
+       for data in ("scifact", "squad")},
+}
+
+
+def load_bench_reranker(name: str):
+    """(scorer, dataset it was trained on or None) for a bench reranker name."""
+    from ragmix.rerank import load_scorer
+
+    if name not in RERANKERS:
+        raise SystemExit(f"unknown reranker {name!r}: choose from {', '.join(RERANKERS)}")
+    kind, model, trained_on = RERANKERS[name]
+    if model is not None and trained_on is not None and not Path(model).is_dir():
+        raise SystemExit(f"{name} is not trained yet: bench/bench_rerank.py train {name}")
+    return load_scorer(kind, model=model, dtype="auto"), trained_on
+
+
+def training_set(dataset: str, data_root: Path, scifact_heldout: Callable, squad_heldout: Callable):
+    """The pairs a bench model trains on: the train split less the held-out queries."""
+    from ragmix.training.pairs import TrainingSet, load_beir_pairs, load_squad_pairs
+
+    if dataset == "scifact":
+        full, held = load_beir_pairs(data_root / "scifact", "train"), scifact_heldout(
+            data_root / "scifact")
+        return TrainingSet(tuple(p for p in full.pairs if p.query_id not in held), full.corpus)
+    train_file = data_root / "squad-open" / "train-v1.1.json.gz"
+    full, held = load_squad_pairs(train_file), squad_heldout(train_file)
+    pool = sorted((p for p in full.pairs if p.query_id not in held), key=lambda p: p.query_id)
+    pairs = random.Random(1).sample(pool, SQUAD_TRAIN_QUESTIONS)
+    return TrainingSet(tuple(pairs), full.corpus)
+
+
+def _printer(event: str, **info) -> None:
+    if event == "stage":
+        print(f"  {info['text']}", flush=True)
+    elif event == "step" and info["step"] % 5 == 0:
+        print(f"  step {info['step']} loss {info['loss']:.4f}", flush=True)
+
+
+def train_model(name: str, data_root: Path, scifact_heldout: Callable, squad_heldout: Callable):
+    """Train the bench model ``name`` (``ce-DATA-LOSS`` or ``li-DATA``) into MODELS/NAME."""
+    if name not in RERANKERS or RERANKERS[name][2] is None:
+        trainable = [n for n, (_, _, on) in RERANKERS.items() if on]
+        raise SystemExit(f"{name!r} is not trained here: choose from {', '.join(trainable)}")
+    kind, folder, dataset = RERANKERS[name]
+    data = training_set(dataset, data_root, scifact_heldout, squad_heldout)
+    out = Path(folder)
+    print(f"== training {name}: {len(data.pairs)} queries -> {out}", flush=True)
+    began = time.perf_counter()
+    if kind == "cross-encoder":
+        from ragmix.training.reranker import RerankerTrainer
+        from ragmix.training.reranker_config import RerankerTrainConfig
+
+        config = RerankerTrainConfig(loss=name.rsplit("-", 1)[1], dtype="auto")
+        report = RerankerTrainer("minilm", data, config).train(out, progress=_printer)
+    else:
+        from ragmix.training.late_interaction import late_interaction_trainer
+        from ragmix.training.retriever_config import RetrieverTrainConfig
+
+        config = RetrieverTrainConfig(epochs=1, negatives=("bm25",), dtype="auto")
+        report = late_interaction_trainer("minilm", data, config).train(out, progress=_printer)
+    seconds = round(time.perf_counter() - began, 1)
+    (out / "bench_rerank_train.json").write_text(json.dumps(
+        {"name": name, "queries": len(data.pairs), "seconds": seconds,
+         "steps": getattr(report, "steps", None)}, indent=2) + "\n")
+    print(f"trained {name} in {seconds:.0f} s", flush=True)

@@ -1,0 +1,170 @@
+"""Two-stage retrieval: first stages (BM25, dense, hybrid, SPLADE) and rerankers on top of them.
+
+    .venv/bin/python bench/bench_rerank.py scifact [--pipelines hybrid,hybrid+li@0.5] [--split heldout]
+    .venv/bin/python bench/bench_rerank.py squad [--limit 1000] [--pipelines ...] [--split heldout]
+    .venv/bin/python bench/bench_rerank.py train ce-scifact-bce   # a model the pipelines name
+
+A pipeline is ``FIRST[+RERANKER[@WEIGHT]]``: FIRST a retrieval mode of the
+collection (``hybrid`` is dense MiniLM + BM25, weighted fusion), RERANKER one of
+:data:`_rerank_models.RERANKERS` (``li`` untrained late interaction, ``ql``
+query likelihood under SmolLM2, ``ce-DATA-LOSS`` a cross-encoder trained here,
+``li-DATA`` a trained MaxSim model), WEIGHT the reranker's share in the
+min-max fusion with the first stage (default 1: the reranker alone). Each
+reranker re-scores the first stage's top ``--depth`` (50) chunks.
+
+SciFact: the 300 test queries; ``--split heldout`` scores instead the seeded
+tenth of the train queries that no model here trains on (bench_training.py's
+split), to choose weights and losses on. SQuAD-open: a seeded sample of
+``--limit`` dev questions (default 1000), judged by their gold paragraph among
+all 20,963 paragraphs; ``--split heldout`` samples SQuAD train questions no
+model trains on. Collections are bench_retrieval.py's (bench/.work/, reused).
+
+Results merge into bench/results/rerank.json as
+{"scifact": {PIPELINE: {"ndcg@10", "recall@100", "trained_on_scifact", "ms_p50"}},
+ "squad": {PIPELINE: {"recall@1", "recall@5", "recall@20", "ms_p50"}}}, held-out
+rows under "scifact_heldout" / "squad_heldout"; ``ms_p50`` is the median time of
+one query's search, first stage and reranking together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+
+from ragmix._offline import set_offline_defaults  # noqa: E402
+
+set_offline_defaults()
+
+from _common import DATA, RESULTS, ROOT, require_data, write_result  # noqa: E402
+from _rerank_models import RERANKERS, load_bench_reranker, train_model  # noqa: E402
+
+from ragmix.encoders import canonical_name  # noqa: E402
+
+KEYS = {"scifact": ("ndcg@10", "recall@100", "mrr@10"),
+        "squad": ("recall@1", "recall@5", "recall@20")}
+DEFAULT_PIPELINES = {"scifact": "bm25,dense,hybrid,hybrid+li,hybrid+li@0.5",
+                     "squad": "bm25,dense,hybrid,hybrid+li,hybrid+li@0.5"}
+PUBLISHED = {  # SciFact nDCG@10, as issue 17 and ../shared/data/README.md quote them
+    "BM25 + MiniLM cross-encoder (BEIR)": 0.688, "ColBERTv2": 0.69, "SPLADE++": 0.704,
+    "bge-small-en-v1.5": 0.713, "monoT5-3B reranking": 0.766, "GPT-4 listwise reranking": 0.750,
+}
+HELDOUT_SEED, HELDOUT_FRACTION = 0, 0.1  # bench_training.py's held-out train queries
+
+
+def scifact_heldout_ids(folder: Path) -> set[str]:
+    """The seeded tenth of SciFact's train queries that training here never sees."""
+    from ragmix.training.pairs import load_beir_pairs
+
+    ids = sorted(p.query_id for p in load_beir_pairs(folder, "train").pairs)
+    return set(random.Random(HELDOUT_SEED).sample(ids, round(HELDOUT_FRACTION * len(ids))))
+
+
+def squad_heldout_ids(train_file: Path, n: int = 1000) -> set[str]:
+    """A seeded sample of SQuAD train question ids that training here never sees."""
+    from ragmix.training.pairs import load_squad_pairs
+
+    ids = sorted(p.query_id for p in load_squad_pairs(train_file).pairs)
+    return set(random.Random(HELDOUT_SEED).sample(ids, n))
+
+
+def load_queries(dataset: str, split: str, data: Path, limit: int | None):
+    """(corpus path, queries, qrels) of the split scored."""
+    from ragmix.evaluation.datasets import load_beir, load_qa, qa_retrieval_split
+
+    if dataset == "scifact":
+        if split == "test":
+            part = load_beir(data, "test")
+            return part.corpus, part.queries, part.qrels
+        part, keep = load_beir(data, "train"), scifact_heldout_ids(data)
+        return part.corpus, part.queries, {q: j for q, j in part.qrels.items() if q in keep}
+    if split == "test":
+        queries, qrels = qa_retrieval_split(load_qa(data / "dev-questions.jsonl"))
+    else:
+        from ragmix.training.pairs import load_squad_pairs
+
+        keep = squad_heldout_ids(data / "train-v1.1.json.gz")
+        pairs = [p for p in load_squad_pairs(data / "train-v1.1.json.gz").pairs if p.query_id in keep]
+        queries = {p.query_id: p.query for p in pairs}
+        qrels = {p.query_id: {p.positives[0]: 1} for p in pairs}
+    n = limit or 1000
+    if n < len(qrels):
+        keep_ids = sorted(random.Random(0).sample(sorted(qrels), n))
+        qrels = {q: qrels[q] for q in keep_ids}
+    return data / "paragraphs.jsonl", queries, qrels
+
+
+def parse_pipeline(name: str) -> tuple[str, str | None, float]:
+    """``"hybrid+ce-scifact-bce@0.5"`` -> ("hybrid", "ce-scifact-bce", 0.5)."""
+    first, _, rest = name.partition("+")
+    if not rest:
+        return first, None, 1.0
+    reranker, _, weight = rest.partition("@")
+    return first, reranker, float(weight) if weight else 1.0
+
+
+def score_pipelines(args: argparse.Namespace) -> None:
+    from ragmix.evaluation.retrieval_metrics import latency_summary
+    from ragmix.evaluation.run_retrieval import evaluate_retrieval, index_corpus
+    from ragmix.rerank import RerankedSearch, ScoreReranker
+
+    data = require_data(args.data or DATA / ("scifact" if args.dataset == "scifact" else "squad-open"))
+    corpus, queries, qrels = load_queries(args.dataset, args.split, data, args.limit)
+    work = ROOT / "bench" / ".work" / f"retrieval-{args.dataset}-{canonical_name('minilm')}"
+    print(f"indexing {corpus} into {work} (reused when already built)", flush=True)
+    col, _ = index_corpus(work, corpus, encoder="minilm")
+    key = args.dataset if args.split == "test" else f"{args.dataset}_heldout"
+    path = RESULTS / "rerank.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    rows = results.setdefault(key, {})
+    k = 100 if args.dataset == "scifact" else 20
+    scorers: dict[str, object] = {}
+    with col:
+        for name in (args.pipelines or DEFAULT_PIPELINES[args.dataset]).split(","):
+            first, reranker, weight = parse_pipeline(name)
+            searcher = col.searcher()
+            trained = first.endswith("-ft")
+            if reranker is not None:
+                if reranker not in scorers:
+                    scorers[reranker] = load_bench_reranker(reranker)
+                scorer, trained_here = scorers[reranker]
+                trained = trained or (trained_here == args.dataset)
+                searcher = RerankedSearch(searcher, ScoreReranker(scorer, weight=weight),
+                                          depth=args.depth)
+            report = evaluate_retrieval(searcher, queries, qrels, mode=first, k=k)
+            row = {m: round(report.metrics[m], 4) for m in KEYS[args.dataset]}
+            row["ms_p50"] = round(latency_summary(report.latency_s.values())["p50"], 1)
+            row["depth"] = args.depth if reranker else None
+            if args.dataset == "scifact":
+                row["trained_on_scifact"] = trained
+            rows[name] = row
+            print(f"{name:<28}" + "".join(f"  {m} {v}" for m, v in row.items()), flush=True)
+            results["published_scifact_ndcg@10"] = PUBLISHED
+            results[f"{key}_queries"] = len(qrels)
+            write_result("rerank.json", results)  # after every pipeline: nothing lost
+    print(f"wrote {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("task", choices=("scifact", "squad", "train"))
+    parser.add_argument("model", nargs="?", help=f"train: one of {', '.join(RERANKERS)}")
+    parser.add_argument("--pipelines", help="comma-separated FIRST[+RERANKER[@WEIGHT]]")
+    parser.add_argument("--split", choices=("test", "heldout"), default="test")
+    parser.add_argument("--limit", type=int, help="squad: questions sampled (default 1000)")
+    parser.add_argument("--depth", type=int, default=50, help="first-stage hits reranked")
+    parser.add_argument("--data", type=Path)
+    args = parser.parse_args()
+    if args.task == "train":
+        if not args.model:
+            sys.exit("train: name the model, e.g. ce-scifact-bce")
+        train_model(args.model, DATA, scifact_heldout_ids, squad_heldout_ids)
+        return
+    args.dataset = args.task
+    score_pipelines(args)
+
+
+if __name__ == "__main__":
+    main()
