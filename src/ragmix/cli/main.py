@@ -403,7 +403,11 @@ def _register_subgroups() -> None:
     from ragmix.cli.eval_cmd import eval_group
     from ragmix.cli.serve_cmd import serve
     from ragmix.cli.train_cmd import train_group
+    from ragmix.cli.train_late_cmd import late_interaction_command
+    from ragmix.cli.train_reranker_cmd import reranker_command
 
+    train_group.add_command(reranker_command)
+    train_group.add_command(late_interaction_command)
     cli.add_command(copy)
     cli.add_command(eval_group)
     cli.add_command(serve)

@@ -230,4 +230,3 @@ def rag_command(pairs_file, collection_dir, out_dir, mode, generator, k, steps, 
               f"and {out_dir}/query_encoder")
     err.print(f"use them: ragmix ask QUESTION -c {collection_dir} --mode {mode} "
               f"--generator {out_dir}/generator --query-encoder {out_dir}/query_encoder")
-from ragmix.cli import train_reranker_cmd as _rr; train_group.add_command(_rr.reranker_command)
