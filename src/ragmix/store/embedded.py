@@ -1,10 +1,11 @@
-"""The embedded backend: a directory with SQLite (the truth), a FAISS view and a BM25 view.
+"""The embedded backend: a directory with SQLite (the truth) and FAISS, BM25 and SPLADE views.
 
 This is the :class:`~ragmix.store.backend.StoreBackend` every collection
 directory uses. SQLite holds documents, chunks and embeddings and counts the
-generation; the FAISS and bm25s files are views stamped with the generation they
-reflect, brought up to date when a search finds them stale (see
-:mod:`ragmix.store.views`).
+generation; the FAISS, bm25s and SPLADE files are views stamped with the
+generation they reflect, brought up to date when a search finds them stale (see
+:mod:`ragmix.store.views`). The SPLADE view exists once a SPLADE search has
+asked for it (:meth:`EmbeddedBackend.sparse_search`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from ragmix.store.views import Views
 from ragmix.types import ScoredId
 
 if TYPE_CHECKING:
+    from scipy.sparse import spmatrix
+
+    from ragmix.encoders.splade import SparseEncoder
     from ragmix.index.faiss_index import FaissIndex
     from ragmix.store.manifest import Manifest
 
@@ -119,6 +123,18 @@ class EmbeddedBackend:
                        allowed_ids: np.ndarray | None = None) -> list[ScoredId]:
         return self.views.bm25(persist=False).search(query, k, allowed_ids=allowed_ids)
 
+    def sparse_search(self, queries: spmatrix, k: int, *, encoder: SparseEncoder,
+                      allowed_ids: np.ndarray | None = None) -> list[ScoredId]:
+        """Up to ``k`` chunks by inner product > 0 with ``queries`` (1, vocab) from ``encoder``.
+
+        The SPLADE view of ``encoder`` first catches up with the store, encoding
+        only the chunks it lacks, and is saved when it changed: the first search
+        encodes every chunk, later ones only what was added since. ``allowed_ids``
+        keeps exactly those chunks, as in :meth:`keyword_search`.
+        """
+        view = self.views.splade.get(encoder, persist=True)
+        return view.search(queries, k, allowed_ids=allowed_ids)
+
     # -- writes ------------------------------------------------------------------
     @contextmanager
     def batch(self) -> Iterator[SqliteBatch]:
@@ -127,3 +143,16 @@ class EmbeddedBackend:
 
     def refresh(self) -> None:
         self.views.refresh(persist=True)
+
+
+class SpladeSearch:
+    """An embedded backend's SPLADE view for one encoder, as the index a SpladeRetriever
+    searches (synced on every search, so a long-lived retriever sees later writes)."""
+
+    def __init__(self, backend: EmbeddedBackend, encoder: SparseEncoder) -> None:
+        self.backend, self.encoder = backend, encoder
+
+    def search(self, queries: spmatrix, k: int, *,
+               allowed_ids: np.ndarray | None = None) -> list[ScoredId]:
+        return self.backend.sparse_search(queries, k, encoder=self.encoder,
+                                          allowed_ids=allowed_ids)

@@ -1,34 +1,46 @@
-"""The derived search views of a collection (FAISS and BM25), kept in step with SQLite.
+"""The derived search views of a collection (FAISS, BM25, SPLADE), kept in step with SQLite.
 
 Each view file is written atomically and stamped, in ``views.json``, with the
 store generation it reflects. A view whose stamp differs from the store's
 generation (a crash between the SQLite commit and the view save, a missing or
 unreadable view file, or a write by another process) is brought up to date
 from SQLite, which is the truth.
+
+The SPLADE view (:class:`SparseView`) is built only when a search first asks
+for it, since encoding every chunk costs about as much as embedding it, and
+keeps its own stamp in ``splade/stamp.json``: the search that brings it up to
+date saves it, and a reader never writes ``views.json``, which the writer owns.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from ragmix._extras import require
 from ragmix.errors import MissingExtraError, RagmixError
 from ragmix.store.manifest import write_json_atomic
 from ragmix.store.sqlite_store import SqliteStore
 
 if TYPE_CHECKING:
+    from ragmix.encoders.splade import SparseEncoder
     from ragmix.index.faiss_index import FaissIndex
     from ragmix.retrieval.bm25 import BM25Index
+    from ragmix.retrieval.sparse import SparseIndex
+    from ragmix.store.backend import ChunkRow
 
 log = logging.getLogger(__name__)
 
 DENSE_FILE = "dense.faiss"
 BM25_DIR = "bm25"
 STAMPS_FILE = "views.json"
+SPLADE_DIR = "splade"
+_ENCODE_BATCH = 1024  # chunk texts read and SPLADE-encoded at a time: bounds memory
 _ADD_BATCH = 50_000  # vectors read back from SQLite per FAISS add: bounds memory
 # A view file that fails to load is rebuilt from SQLite rather than failing the search;
 # a missing extra is not the file's fault (a rebuild needs it too), so it is re-raised first.
@@ -36,7 +48,8 @@ _LOAD_ERRORS = (RagmixError, OSError, RuntimeError, ValueError, KeyError)
 
 
 class Views:
-    """Loads, syncs and saves the FAISS and BM25 views of one collection directory."""
+    """Loads, syncs and saves the FAISS and BM25 views of one collection directory, and holds
+    its SPLADE view (``splade``, built on first use)."""
 
     def __init__(self, directory: Path, store: SqliteStore, index_settings: dict[str, Any],
                  bm25_settings: dict[str, Any], dim: int) -> None:
@@ -49,6 +62,7 @@ class Views:
         self._dense_generation = -1  # store generation the in-memory view reflects
         self._bm25: BM25Index | None = None
         self._bm25_generation = -1
+        self.splade = SparseView(directory / SPLADE_DIR, store)
 
     # -- stamps ---------------------------------------------------------------
     def _stamps(self) -> dict[str, int]:
@@ -156,6 +170,119 @@ class Views:
         return BM25Index.build(all_ids, texts, **self._bm25_settings)
 
     def refresh(self, *, persist: bool = True) -> None:
-        """Bring both views up to date after a write."""
+        """Bring the FAISS and BM25 views up to date after a write.
+
+        Not the SPLADE view: the next SPLADE search encodes the chunks it lacks.
+        """
         self.dense(persist=persist)
         self.bm25(persist=persist)
+
+
+class ChunkTexts(Protocol):
+    """What a SPLADE view reads from a store; every StoreBackend (and SqliteStore) has it."""
+
+    @property
+    def generation(self) -> int: ...
+
+    def chunk_ids(self) -> np.ndarray: ...
+
+    def count_chunks(self) -> int: ...
+
+    def chunk_rows(self, ids: Sequence[int]) -> dict[int, ChunkRow]: ...
+
+
+def sync_sparse(index: SparseIndex, chunks: ChunkTexts, encoder: SparseEncoder) -> SparseIndex:
+    """``index`` with the chunks ``chunks`` now holds: deleted ones dropped, new ones encoded.
+
+    Only the chunks missing from ``index`` are encoded. That is right because a
+    store never reuses a chunk id (a changed document gets new ones), so a chunk
+    already in the index has the text it was encoded from. A chunk deleted
+    while this runs is left out; one added is taken in, or found by the next sync.
+    """
+    from ragmix.retrieval.sparse import SparseIndex
+
+    if index.encoder != encoder.name or index.vocab_size != encoder.vocab_size:
+        index = SparseIndex.empty(encoder.vocab_size, encoder=encoder.name)
+    want = chunks.chunk_ids()  # (n,) ascending
+    drop = np.setdiff1d(index.ids, want)  # (d,) deleted since the index was built
+    missing = np.setdiff1d(want, index.ids)  # (m,) added since
+    add_ids, add_vectors = [], []
+    for start in range(0, len(missing), _ENCODE_BATCH):
+        rows = chunks.chunk_rows(missing[start : start + _ENCODE_BATCH].tolist())
+        ids = [int(i) for i in missing[start : start + _ENCODE_BATCH] if int(i) in rows]
+        add_ids += ids
+        add_vectors.append(encoder.encode_documents([rows[i].text for i in ids]))
+    if not add_ids and not len(drop):
+        return index
+    sparse = require("scipy.sparse", "bm25")
+    vectors = sparse.vstack(add_vectors, format="csr") if add_vectors else None
+    return index.updated(np.asarray(add_ids, dtype=np.int64), vectors, drop)
+
+
+class SparseView:
+    """The SPLADE view of a store: a SparseIndex in memory, and in ``folder`` once saved.
+
+    ``folder`` holds ``index/`` (:meth:`SparseIndex.save`) and ``stamp.json``, the
+    store generation the index reflects; a saved index whose stamp is behind is
+    still loaded and brought up to date by :func:`sync_sparse`, not rebuilt.
+    ``folder=None`` keeps the view in memory only. It reads the store only through
+    :class:`ChunkTexts`, so any backend can keep one (PostgreSQL's would live in its
+    cache folder, as its BM25 view does).
+    """
+
+    def __init__(self, folder: Path | None, chunks: ChunkTexts) -> None:
+        self.folder = folder
+        self.chunks = chunks
+        self._index: SparseIndex | None = None
+        self._generation = -1  # the store generation the in-memory index reflects
+
+    def get(self, encoder: SparseEncoder, *, persist: bool) -> SparseIndex:
+        """The view for ``encoder``, synced with the store (and saved if ``persist``)."""
+        # Read before the chunks: a write during the sync leaves the stamp behind the
+        # store, so the next search syncs again instead of trusting a stale view.
+        generation = self.chunks.generation
+        if self._index is None or self._index.encoder != encoder.name:
+            self._index, self._generation = self._load(encoder, generation)
+        if self._generation == generation:
+            return self._index
+        self._index = sync_sparse(self._index, self.chunks, encoder)
+        self._generation = generation
+        if persist:
+            self.save()
+        return self._index
+
+    def _load(self, encoder: SparseEncoder, generation: int) -> tuple[SparseIndex, int]:
+        from ragmix.retrieval.sparse import SparseIndex
+
+        empty = SparseIndex.empty(encoder.vocab_size, encoder=encoder.name), -1
+        if self.folder is None or not (self.folder / "index").exists():
+            return empty
+        try:
+            index = SparseIndex.load(self.folder / "index", mmap=True)
+        except MissingExtraError:
+            raise
+        except _LOAD_ERRORS as exc:
+            log.warning("rebuilding unreadable %s from the store: %s", self.folder, exc)
+            return empty
+        if index.encoder != encoder.name:
+            return empty  # another model's vectors: nothing to reuse
+        try:
+            stamp = json.loads((self.folder / "stamp.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            stamp = {}  # a crash before the stamp: the index is kept, and synced
+        # A cheap cross-check against a stamp that outlived its files (power loss).
+        current = (stamp.get("generation") == generation
+                   and len(index) == self.chunks.count_chunks())
+        return index, generation if current else -1
+
+    def save(self) -> None:
+        """Write the index, then its stamp (a crash between them leaves an old stamp, so the
+        next load syncs). A folder that cannot be written keeps the view in memory only."""
+        if self.folder is None or self._index is None:
+            return
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._index.save(self.folder / "index")
+            write_json_atomic(self.folder / "stamp.json", {"generation": self._generation})
+        except OSError as exc:  # read-only, full, or a concurrent save won the rename
+            log.warning("could not save the SPLADE view in %s: %s", self.folder, exc)
