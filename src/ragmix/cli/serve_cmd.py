@@ -8,6 +8,7 @@ from ragmix.modes import DEFAULT_GENERATOR
 from rich.console import Console
 
 from ragmix.cli.options import collection_location, dtype_option, store_option
+from ragmix.modes import RERANKERS
 
 err = Console(stderr=True)
 
@@ -37,9 +38,15 @@ err = Console(stderr=True)
               help="Requests per second per key (0: no limit).")
 @click.option("--rate-burst", type=click.IntRange(min=1), default=20, show_default=True,
               help="Requests a key may make at once before --rate-limit applies.")
+@click.option("--rerank", type=click.Choice(RERANKERS), default=None,
+              help="The reranker requests with \"rerank\": true use (loaded at the first one).")
+@click.option("--rerank-model", default=None, metavar="PATH",
+              help="The reranker's model (see ragmix search --help).")
+@click.option("--rerank-weight", type=click.FloatRange(0, 1), default=1.0, show_default=True,
+              help="The reranker's share when fused with the first stage's scores.")
 @dtype_option
 def serve(collections, store, host, port, api_keys, generator, data_dir, max_upload_mb,
-          rate_limit, rate_burst, dtype):
+          rate_limit, rate_burst, rerank, rerank_model, rerank_weight, dtype):
     """Serve collections over HTTP: search, cited answers (JSON or SSE), uploads.
 
     \b
@@ -67,7 +74,8 @@ def serve(collections, store, host, port, api_keys, generator, data_dir, max_upl
                     max_body_bytes=max(Limits().max_body_bytes, 3 * upload_bytes))
     settings = ServerSettings.build(
         [collection_location(c, store) for c in collections], data_dir=data_dir, generator=generator, keys=keys, limits=limits,
-        rate_limit=RateLimit(rate_limit, rate_burst) if rate_limit else None, dtype=dtype)
+        rate_limit=RateLimit(rate_limit, rate_burst) if rate_limit else None, dtype=dtype,
+        reranker=rerank, rerank_model=rerank_model, rerank_weight=rerank_weight)
     app = create_app(settings)
     names = ", ".join(settings.collections)
     access = f"{len(keys)} API key(s)" if keys else "no keys: open to this machine only"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 from fastapi import Depends, Request
@@ -21,6 +23,30 @@ from ragmix.server.jobs import Jobs
 from ragmix.server.served import ServedCollection
 from ragmix.server.settings import ServerSettings
 from ragmix.server.worker import GeneratorWorker
+from ragmix.types import Hit
+
+if TYPE_CHECKING:
+    from ragmix.rerank.base import Reranker
+
+
+class SerialReranker:
+    """A reranker that one request thread uses at a time (models and caches are not
+    thread-safe); the first stage's search runs outside this lock."""
+
+    def __init__(self, reranker: Reranker) -> None:
+        self.inner, self._lock = reranker, threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def tau(self) -> float:
+        return float(getattr(self.inner, "tau", 1.0))
+
+    def rerank(self, query: str, hits: Sequence[Hit], k: int) -> list[Hit]:
+        with self._lock:
+            return self.inner.rerank(query, hits, k)
 
 
 @dataclass
@@ -39,6 +65,20 @@ class ServerState:
     staging: Path
     created_root: Path  # DATA/created: the collections made over the API
     admin_lock: threading.Lock = field(default_factory=threading.Lock)
+    _reranker: SerialReranker | None = None
+    _reranker_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def reranker(self) -> SerialReranker:
+        """The server's reranker, loaded at the first request that asks for one (422 if the
+        server was started without ``--rerank``)."""
+        if self.settings.reranker is None:
+            raise ProblemError(422, "rerank_unavailable", "this server was started without a "
+                               "reranker; restart it with ragmix serve --rerank NAME, or drop "
+                               "\"rerank\" from the request")
+        with self._reranker_lock:
+            if self._reranker is None:
+                self._reranker = SerialReranker(self.settings.reranker())
+            return self._reranker
 
     def collection(self, name: str) -> ServedCollection:
         served = self.collections.get(name)

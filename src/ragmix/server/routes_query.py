@@ -18,6 +18,7 @@ from ragmix.modes import (
     DEFAULT_SCORING,
     GENERATION_MODES,
     GROUNDED_MODES,
+    RERANKERS,
     SCORINGS,
     ask_decoding,
 )
@@ -28,6 +29,7 @@ from ragmix.server.deps import ServerState, requires, state
 from ragmix.server.schemas import (
     MAX_K,
     MAX_QUERY_CHARS,
+    MAX_RERANK_DEPTH,
     AskOptions,
     AskRequest,
     SearchRequest,
@@ -57,13 +59,15 @@ def vocabulary():
         "default_decoding": {mode: ask_decoding(mode, None) for mode in GENERATION_MODES},
         "grounded_modes": list(GROUNDED_MODES),
         "retrieval_modes": list(MODES),
+        "rerankers": list(RERANKERS),
         "fusions": list(FUSIONS),
         "scorings": list(SCORINGS),
         "chunkers": list(CHUNKERS),
         "index_kinds": list(INDEX_KINDS),
         "defaults": {"mode": ASK_DEFAULT_MODE, "retrieval": "hybrid", "fusion": DEFAULT_FUSION,
                      "scoring": DEFAULT_SCORING, "k": 5},
-        "limits": {"max_k": MAX_K, "max_query_chars": MAX_QUERY_CHARS},
+        "limits": {"max_k": MAX_K, "max_query_chars": MAX_QUERY_CHARS,
+                   "max_rerank_depth": MAX_RERANK_DEPTH},
     }
 
 
@@ -72,10 +76,14 @@ async def prepared(server: ServerState, served: ServedCollection, options: AskOp
     """The answerer for ``options`` over ``served``, set up before any response starts, so
     that options which cannot work are a 422, never an error event in a stream."""
     generator = await run_in_threadpool(server.worker.generator)
+    reranker = await run_in_threadpool(server.reranker) if options.rerank else None
     searcher = served.searcher(fusion=options.fusion, source=options.source,
-                               on_hits=stream.on_hits if stream is not None else None)
-    answering = await run_in_threadpool(
-        partial(answerer, searcher, generator, **options.answerer_options()))
+                               on_hits=stream.on_hits if stream is not None else None,
+                               rerank=reranker, rerank_depth=options.rerank_depth)
+    settings = options.answerer_options()
+    if reranker is not None and settings["tau"] is None:
+        settings["tau"] = reranker.tau  # the reranker's scores, not the first stage's
+    answering = await run_in_threadpool(partial(answerer, searcher, generator, **settings))
     if stream is not None:
         stream.answering = answering
     return answering
@@ -86,9 +94,11 @@ async def prepared(server: ServerState, served: ServedCollection, options: AskOp
              responses=problem_responses(400))
 def search(name: str, body: SearchRequest, request: Request,
            _: Principal = Depends(requires("read"))):
-    with state(request).collection(name).reading() as col:
-        hits = col.search(body.query, body.k, mode=body.retrieval, source=body.source,
-                          fusion=body.fusion)
+    server = state(request)
+    reranker = server.reranker() if body.rerank else None
+    searcher = server.collection(name).searcher(fusion=body.fusion, source=body.source,
+                                                rerank=reranker, rerank_depth=body.rerank_depth)
+    hits = searcher.search(body.query, body.k, mode=body.retrieval)
     # Already plain JSON values: FastAPI's encoder would walk it again (the busiest route)
     return JSONResponse({"hits": hits_json(hits)})
 

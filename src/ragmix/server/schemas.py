@@ -11,6 +11,7 @@ from ragmix.index import INDEX_KINDS
 from ragmix.modes import (
     ASK_DECODINGS,
     ASK_DEFAULT_MODE,
+    DEFAULT_RERANK_DEPTH,
     DEFAULT_SCORING,
     GENERATION_MODES,
     SCORINGS,
@@ -25,6 +26,7 @@ MAX_K = 100
 MAX_QUERY_CHARS = 2_000
 MAX_BEAMS = 16
 MAX_NEW_TOKENS = 512
+MAX_RERANK_DEPTH = 200  # a reranker's cost grows with the hits it re-scores
 
 RetrievalMode = Literal[MODES]
 Fusion = Literal[FUSIONS]
@@ -43,6 +45,10 @@ class SearchRequest(_Strict):
                            "BM25 scores: min-max weighted (0.5 each) or Reciprocal Rank Fusion.")
     source: str | None = Field(None, max_length=1_000, description="Only passages whose "
                                "document path or id matches this glob.")
+    rerank: bool = Field(False, description="Re-score the first stage's top rerank_depth "
+                         "hits with the server's reranker (ragmix serve --rerank NAME).")
+    rerank_depth: int = Field(DEFAULT_RERANK_DEPTH, ge=1, le=MAX_RERANK_DEPTH,
+                              description="How many first-stage hits the reranker re-scores.")
 
 
 class AskOptions(_Strict):
@@ -59,6 +65,9 @@ class AskOptions(_Strict):
     k: int = Field(5, ge=1, le=MAX_K)
     source: str | None = Field(None, max_length=1_000)
     fusion: Fusion = DEFAULT_FUSION
+    rerank: bool = Field(False, description="Rerank the passages with the server's reranker "
+                         "(ragmix serve --rerank NAME) before answering.")
+    rerank_depth: int = Field(DEFAULT_RERANK_DEPTH, ge=1, le=MAX_RERANK_DEPTH)
     tau: float | None = Field(None, gt=0, le=1_000, description="Temperature of the prior "
                               "p(z|x) = softmax(score / tau) (rag-* modes).")
     beams: int | None = Field(None, ge=1, le=MAX_BEAMS)

@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ragmix.errors import RagmixError
+from ragmix.modes import DEFAULT_RERANK_DEPTH
+from ragmix.rerank.base import RerankedSearch, Reranker
 from ragmix.store import Collection
 from ragmix.types import Hit
 
@@ -85,9 +87,13 @@ class ServedCollection:
             yield self._writer
 
     def searcher(self, *, fusion: str, source: str | None,
-                 on_hits: Callable[[list[Hit]], None] | None = None) -> LockedSearch:
-        """What ``RAG`` and ``MarginalRAG`` search, through the reader's lock."""
-        return LockedSearch(self, fusion=fusion, source=source, on_hits=on_hits)
+                 on_hits: Callable[[list[Hit]], None] | None = None,
+                 rerank: Reranker | None = None, rerank_depth: int = DEFAULT_RERANK_DEPTH,
+                 ) -> LockedSearch:
+        """What ``RAG`` and ``MarginalRAG`` search, through the reader's lock; with ``rerank``,
+        the first stage runs under the lock and the reranker after it."""
+        return LockedSearch(self, fusion=fusion, source=source, on_hits=on_hits,
+                            rerank=rerank, rerank_depth=rerank_depth)
 
     def close(self) -> None:
         """Close both instances, once what runs on them has finished; later uses fail."""
@@ -104,12 +110,31 @@ class LockedSearch:
     """``search(query, k, *, mode)`` on a served collection; ``on_hits`` sees each result."""
 
     def __init__(self, served: ServedCollection, *, fusion: str, source: str | None,
-                 on_hits: Callable[[list[Hit]], None] | None) -> None:
+                 on_hits: Callable[[list[Hit]], None] | None, rerank: Reranker | None = None,
+                 rerank_depth: int = DEFAULT_RERANK_DEPTH) -> None:
         self.served, self.fusion, self.source, self.on_hits = served, fusion, source, on_hits
+        self.reranked = None if rerank is None else RerankedSearch(
+            _FirstStage(self), rerank, depth=rerank_depth)
+
+    def first_stage(self, query: str, k: int, *, mode: str) -> list[Hit]:
+        with self.served.reading() as col:
+            return col.search(query, k, mode=mode, fusion=self.fusion, source=self.source)
 
     def search(self, query: str, k: int, *, mode: str) -> list[Hit]:
-        with self.served.reading() as col:
-            hits = col.search(query, k, mode=mode, fusion=self.fusion, source=self.source)
+        if self.reranked is not None:
+            hits = self.reranked.search(query, k, mode=mode)
+        else:
+            hits = self.first_stage(query, k, mode=mode)
         if self.on_hits is not None:
             self.on_hits(hits)
         return hits
+
+
+class _FirstStage:
+    """A LockedSearch's search before reranking, as RerankedSearch calls it."""
+
+    def __init__(self, locked: LockedSearch) -> None:
+        self.locked = locked
+
+    def search(self, query: str, k: int, *, mode: str) -> list[Hit]:
+        return self.locked.first_stage(query, k, mode=mode)

@@ -10,6 +10,7 @@ from pathlib import Path
 from ragmix.errors import BadInputError, CollectionError
 from ragmix.modes import DEFAULT_GENERATOR
 from ragmix.generation.base import Generator
+from ragmix.rerank.base import Reranker
 from ragmix.server.auth import KeyRing, RateLimit
 from ragmix.store.home import is_url
 from ragmix.store.manifest import MANIFEST_NAME
@@ -51,6 +52,9 @@ class ServerSettings:
     rate_limit: RateLimit | None = None  # None: no limit
     heartbeat_s: float = 15.0  # SSE comment while an answer is awaited; proxies cut idle streams
     dtype: str = "auto"  # what the encoders compute in (ragmix.dtypes.DTYPES)
+    # What requests with "rerank": true re-score with, loaded at the first such request;
+    # None: this server does not rerank (ragmix serve --rerank NAME).
+    reranker: Callable[[], Reranker] | None = None
 
     def __repr__(self) -> str:  # short, and shows how many keys, never a hash
         return (f"ServerSettings(collections={list(self.collections)}, "
@@ -60,13 +64,24 @@ class ServerSettings:
     def build(cls, collections: Sequence[str | Path], *, data_dir: str | Path,
               generator: str | Callable[[], Generator] = DEFAULT_GENERATOR, keys: KeyRing | None = None,
               limits: Limits | None = None, rate_limit: RateLimit | None = None,
-              heartbeat_s: float = 15.0, dtype: str = "auto") -> ServerSettings:
+              heartbeat_s: float = 15.0, dtype: str = "auto",
+              reranker: str | Callable[[], Reranker] | None = None,
+              rerank_model: str | None = None, rerank_weight: float = 1.0) -> ServerSettings:
         """Settings for serving ``collections`` (directories or PostgreSQL collection URLs),
         each under its folder's name or its ``collection=`` name.
 
         ``generator`` is a name or folder for :func:`ragmix.generation.load_generator`,
-        or a function that returns a generator.
+        or a function that returns a generator. ``reranker`` is a name of
+        :data:`ragmix.modes.RERANKERS` (with ``rerank_model`` and ``rerank_weight``, as
+        :func:`ragmix.rerank.load_reranker` takes them) or a function that returns one.
         """
+        if isinstance(reranker, str):
+            from ragmix.rerank import load_reranker, load_scorer
+
+            if reranker == "cross-encoder" and rerank_model is None:
+                load_scorer(reranker)  # the error that says where a model comes from, now
+            reranker = partial(load_reranker, reranker, model=rerank_model,
+                               weight=rerank_weight, dtype=dtype)
         if isinstance(generator, str):
             from ragmix.generation import load_generator
 
@@ -76,7 +91,7 @@ class ServerSettings:
         return cls(collections=collection_names(collections), data_dir=Path(data_dir),
                    generator=generator, keys=keys if keys is not None else KeyRing({}),
                    limits=limits or Limits(), rate_limit=rate_limit, heartbeat_s=heartbeat_s,
-                   dtype=dtype)
+                   dtype=dtype, reranker=reranker)
 
 
 def collection_names(locations: Sequence[str | Path]) -> dict[str, Path | str]:
