@@ -22,17 +22,31 @@ from ragmix.modes import DEFAULT_RERANK_DEPTH, RERANKERS
 from ragmix.rerank.base import PassageScorer, RerankedSearch, Reranker, ScoreReranker, renumbered
 
 
-def load_scorer(name: str, *, model: str | Path | None = None, dtype: str = "auto") -> PassageScorer:
+def load_scorer(name: str, *, model: str | Path | None = None, dtype: str = "auto",
+                store: str | Path | None = None) -> PassageScorer:
     """The relevance model ``name`` (one of :data:`RERANKERS`), from ``model`` where given.
 
     - cross-encoder: ``model`` is a folder written by ``ragmix train reranker``
       or any local sentence-transformers CrossEncoder folder (required: no
       cross-encoder weights are packaged);
-    - late-interaction: ``model`` is a sentence-transformers folder (default:
-      the packaged all-MiniLM-L6-v2, untrained for MaxSim);
+    - late-interaction: ``model`` is a folder written by ``ragmix train
+      late-interaction``, or a local BERT or sentence-transformers folder
+      (default: the packaged all-MiniLM-L6-v2, untrained for MaxSim);
+      ``store`` is a directory that keeps passages' token vectors between
+      queries and processes (:class:`~ragmix.rerank.token_store.TokenStore`,
+      one per model: :func:`~ragmix.rerank.late_interaction.model_fingerprint`
+      names it);
     - query-likelihood: ``model`` is a generator name or local model folder
       (default: the packaged SmolLM2-135M-Instruct, "smollm2").
+
+    ``store`` is for late-interaction only: the other two read query and
+    passage together, so there is nothing per passage to keep, and giving
+    one is an error rather than a silently unused directory.
     """
+    if store is not None and name in RERANKERS and name != "late-interaction":
+        raise BadInputError(f"store={str(store)!r} keeps late-interaction token vectors; the "
+                            f"{name} reranker scores query and passage together and has nothing "
+                            "to store: drop store, or use --rerank late-interaction")
     if name == "cross-encoder":
         if model is None:
             raise BadInputError("the cross-encoder reranker needs a model folder "
@@ -44,7 +58,7 @@ def load_scorer(name: str, *, model: str | Path | None = None, dtype: str = "aut
     if name == "late-interaction":
         from ragmix.rerank.late_interaction import LateInteractionScorer
 
-        return LateInteractionScorer(model, dtype=dtype)
+        return LateInteractionScorer(model, dtype=dtype, store=store)
     if name == "query-likelihood":
         from ragmix.generation import load_generator
         from ragmix.rerank.query_likelihood import QueryLikelihoodScorer
@@ -54,9 +68,9 @@ def load_scorer(name: str, *, model: str | Path | None = None, dtype: str = "aut
 
 
 def load_reranker(name: str, *, model: str | Path | None = None, weight: float = 1.0,
-                  dtype: str = "auto") -> Reranker:
+                  dtype: str = "auto", store: str | Path | None = None) -> Reranker:
     """The reranker ``name`` (see :func:`load_scorer`); ``weight`` < 1 fuses in the first stage."""
-    return ScoreReranker(load_scorer(name, model=model, dtype=dtype), weight=weight)
+    return ScoreReranker(load_scorer(name, model=model, dtype=dtype, store=store), weight=weight)
 
 
 __all__ = ["DEFAULT_RERANK_DEPTH", "RERANKERS", "PassageScorer", "RerankedSearch", "Reranker",

@@ -22,6 +22,10 @@ Choices, and why:
   costs only the query. The price is latency: the encoder reads about 40
   SciFact abstracts a second on 2 CPU cores in float32 (~110 with bf16 on
   AMX), so 50 fresh candidates cost ~1.2 s (~0.5 s); MaxSim itself is ~10 ms.
+  Where that is too slow, ``store=DIR`` keeps every passage's vectors on
+  disk in float16 (:class:`~ragmix.rerank.token_store.TokenStore`), filled as
+  passages are scored or all at once by :meth:`LateInteractionScorer.warm`;
+  a query then costs its own encoding and MaxSim.
 - **No query or document markers and no [MASK] query augmentation.** Both are
   ColBERT's, learnt with the model; MiniLM's ``[unused]`` marker embeddings are
   untrained, and on 60 SciFact *train* claims (BM25 top 15 reranked,
@@ -46,7 +50,7 @@ import json
 import string
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,6 +61,7 @@ from ragmix._extras import require
 from ragmix.dtypes import autocast, resolve_dtype
 from ragmix.errors import BadInputError
 from ragmix.rerank.maxsim import maxsim
+from ragmix.rerank.token_store import TokenStore, fingerprint, passage_key
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -64,6 +69,11 @@ if TYPE_CHECKING:
 SETTINGS_FILE = "late_interaction.json"
 PROJECTION_FILE = "projection.safetensors"
 QUERY_LENGTH = 32  # ColBERT's query_maxlen: questions and claims are shorter
+ENCODING = "ragmix-late-interaction/1"  # bump when token_vectors() changes what it computes
+FINGERPRINT_FILES = ("config.json", "tokenizer.json", "vocab.txt", "vocab.json", "merges.txt",
+                     "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
+WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin", "*.model")  # weights, sentencepiece
+WARM_BATCHES = 8  # warm() encodes and stores this many batches at a time
 
 
 @dataclass(frozen=True)
@@ -165,6 +175,33 @@ def load_projection(folder: Path, settings: LateInteractionSettings, hidden_size
     return projection.eval()
 
 
+def model_fingerprint(path: str | Path | None = None, *, dtype: str = "auto") -> str:
+    """What a token store records as the model behind its vectors: sha256 (hex) over the
+    transformer's config, tokenizer and weight files, the projection, the passage settings and
+    the compute dtype, so retraining a folder in place or changing its settings changes it.
+
+    ``path`` and ``dtype`` are as :class:`LateInteractionScorer` takes them; nothing is loaded,
+    so a caller can choose a store directory per model before building the scorer. Hashing
+    MiniLM's 90 MB of weights takes ~0.1 s.
+    """
+    if path is None:
+        from ragmix.encoders.sentence_transformer import packaged_minilm_path
+
+        folder = packaged_minilm_path()
+    else:
+        folder = Path(path).expanduser()
+    settings = LateInteractionSettings.load(folder)
+    hf_folder = transformer_folder(folder)
+    files = [hf_folder / name for name in FINGERPRINT_FILES if (hf_folder / name).is_file()]
+    files += sorted({p for pattern in WEIGHT_GLOBS for p in hf_folder.glob(pattern)})
+    projection = projection_file(folder, settings)
+    if projection is not None and projection not in files:
+        files.append(projection)
+    return fingerprint(files, {"encoding": ENCODING, "dim": settings.dim,
+                               "dtype": resolve_dtype(dtype),
+                               "skip_punctuation": settings.skip_punctuation})
+
+
 class TokenCache:
     """A bounded LRU map from passage text to its token vectors, by bytes held."""
 
@@ -204,7 +241,11 @@ class LateInteractionScorer:
     sentence-transformers folder. Passages are cut at ``max_length`` tokens
     and encoded ``batch_size`` at a time; ``cache_mb`` bounds the cache of
     passage token vectors (0 turns it off). ``dtype`` is one of
-    :data:`ragmix.dtypes.DTYPES`.
+    :data:`ragmix.dtypes.DTYPES`. ``store`` is a directory for a
+    :class:`~ragmix.rerank.token_store.TokenStore`: passages are looked up in
+    the cache, then the store, and only the rest are encoded and written
+    through; with a store, every passage's vectors are float16 (stored or
+    fresh), so a score does not depend on where its vectors came from.
 
     >>> scorer = LateInteractionScorer()  # doctest: +SKIP
     >>> scorer.score("capital of France?", ["Paris is the capital.", "Bread rises."])  # doctest: +SKIP
@@ -212,7 +253,8 @@ class LateInteractionScorer:
     """
 
     def __init__(self, path: str | Path | None = None, *, dtype: str = "auto",
-                 batch_size: int = 32, max_length: int = 256, cache_mb: float = 64) -> None:
+                 batch_size: int = 32, max_length: int = 256, cache_mb: float = 64,
+                 store: str | Path | None = None) -> None:
         for option, value in (("batch_size", batch_size), ("max_length", max_length)):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise BadInputError(f"{option} must be an integer > 0, got {value!r}")
@@ -233,6 +275,11 @@ class LateInteractionScorer:
             self._name = f"late-interaction:{folder.resolve().name}"
         self._load(folder)
         self.cache = TokenCache(int(cache_mb * 2**20))
+        self.store: TokenStore | None = None
+        if store is not None:
+            self.store = TokenStore(
+                store, dim=self.dim, model=f"{self._name} {self._dtype}",
+                model_fingerprint=model_fingerprint(path, dtype=self._dtype))
 
     def _load(self, folder: Path) -> None:
         torch = require("torch", "models")
@@ -261,6 +308,11 @@ class LateInteractionScorer:
     def dtype(self) -> str:
         return self._dtype
 
+    @property
+    def dim(self) -> int:
+        """The width of the token vectors: the projection's, else the hidden state's."""
+        return int(self.settings.dim or self.model.config.hidden_size)
+
     def _encode(self, texts: Sequence[str], *, max_length: int,
                 skip: frozenset[int]) -> list[np.ndarray]:
         """Each text's kept token vectors, (T_i, D) float32, without a graph."""
@@ -282,15 +334,57 @@ class LateInteractionScorer:
         return self._encode([query], max_length=self.settings.query_length, skip=frozenset())[0]
 
     def passage_vectors(self, texts: Sequence[str]) -> list[np.ndarray]:
-        """Each passage's kept token vectors, (T_i, D) float32, from the cache where held."""
+        """Each passage's kept token vectors, (T_i, D): float32, or float16 with a store;
+        from the cache, then the store, where held."""
         found = {t: v for t in dict.fromkeys(texts) if (v := self.cache.get(t)) is not None}
         missing = [t for t in dict.fromkeys(texts) if t not in found]
+        if missing and self.store is not None:
+            stored = self.store.get([passage_key(t, self.max_length) for t in missing])
+            for text, vectors in zip(missing, stored):
+                if vectors is not None:
+                    found[text] = vectors
+                    self.cache.put(text, vectors)
+            missing = [t for t in missing if t not in found]
         if missing:
-            for text, vectors in zip(missing, self._encode(missing, max_length=self.max_length,
-                                                           skip=self._skip)):
-                found[text] = vectors
-                self.cache.put(text, vectors)
+            found.update(self._compute(missing, cache=True))
         return [found[t] for t in texts]
+
+    def _compute(self, texts: list[str], *, cache: bool) -> dict[str, np.ndarray]:
+        """Encode ``texts``; with a store, round to float16 and write them through."""
+        vectors = self._encode(texts, max_length=self.max_length, skip=self._skip)
+        if self.store is not None:
+            vectors = [v.astype(np.float16) for v in vectors]  # (T_i, D), as the store returns
+            self.store.put([(passage_key(t, self.max_length), v) for t, v in zip(texts, vectors)])
+        if cache:
+            for text, vecs in zip(texts, vectors):
+                self.cache.put(text, vecs)
+        return dict(zip(texts, vectors))
+
+    def warm(self, texts: Iterable[str], *,
+             progress: Callable[[int, int], None] | None = None) -> int:
+        """Encode and store every passage of ``texts`` the store lacks; how many were encoded.
+
+        For a whole collection before serving. Passages are sorted by length
+        (batches pad little) and stored ``WARM_BATCHES`` batches at a time;
+        ``progress(done, total)`` is called before the first and after each
+        (``total``: distinct texts; ``done`` counts those already stored).
+        """
+        if self.store is None:
+            raise BadInputError("warm() fills a token store, and this scorer has none: build it "
+                                "with LateInteractionScorer(..., store=DIR)")
+        unique = list(dict.fromkeys(texts))
+        held = self.store.has([passage_key(t, self.max_length) for t in unique])
+        missing = sorted((t for t, h in zip(unique, held) if not h), key=len, reverse=True)
+        done, step = len(unique) - len(missing), self.batch_size * WARM_BATCHES
+        if progress is not None:
+            progress(done, len(unique))
+        for start in range(0, len(missing), step):
+            chunk = missing[start : start + step]
+            self._compute(chunk, cache=False)  # a collection would only churn the LRU cache
+            done += len(chunk)
+            if progress is not None:
+                progress(done, len(unique))
+        return len(missing)
 
     def score(self, query: str, texts: Sequence[str]) -> np.ndarray:
         """MaxSim of ``query`` against each of ``texts``, float64 shape (len(texts),)."""
