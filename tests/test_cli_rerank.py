@@ -81,3 +81,30 @@ def test_eval_retrieval_labels_the_reranked_run(tmp_path, generator_dir):
     assert list(results["modes"]) == [f"bm25+query-likelihood:{generator_dir.name}"]
     assert results["settings"]["rerank"] == "query-likelihood"
     assert results["settings"]["rerank_depth"] == 4
+
+
+def test_rerank_store_then_search_reads_token_vectors_from_the_collection(col, torch, tmp_path):
+    from test_rerank_late_interaction import tiny_bert_folder
+
+    from ragmix.rerank import token_store_dir
+    from ragmix.rerank.token_store import TokenStore
+
+    model = tiny_bert_folder(torch, tmp_path / "tiny-bert")
+    runner = CliRunner()
+    stored = runner.invoke(cli, ["rerank-store", "-c", str(col), "--rerank-model", str(model),
+                                 "--dtype", "float32"])
+    assert stored.exit_code == 0, stored.output
+    assert "stored 36 new passages" in stored.output
+    where = token_store_dir(col, model, dtype="float32")
+    assert where.is_relative_to(col) and (where / "meta.json").is_file()
+    again = runner.invoke(cli, ["rerank-store", "-c", str(col), "--rerank-model", str(model),
+                                "--dtype", "float32"])
+    assert "stored 0 new passages" in again.output
+    found = runner.invoke(cli, ["search", "marker3", "-c", str(col), "--json", "-k", "2",
+                                "--rerank", "late-interaction", "--rerank-model", str(model),
+                                "--dtype", "float32"])
+    assert found.exit_code == 0, found.output
+    assert len(json.loads(found.output)) == 2
+    meta = json.loads((where / "meta.json").read_text())
+    with TokenStore(where, dim=meta["dim"], model_fingerprint=meta["model_fingerprint"]) as store:
+        assert len(store) == 36  # search read them; nothing new was added

@@ -186,7 +186,7 @@ def retrieval(data_dir, split, corpus, queries, qrels, modes, fusion, collection
     col = _indexed(col_dir, corpus, encoder, dtype)
     reports = {}
     with col:
-        reranker = reranker_from_options(rerank, rerank_model, rerank_weight, dtype)
+        reranker = reranker_from_options(rerank, rerank_model, rerank_weight, dtype, col)
         searcher = col.searcher(fusion=fusion, rerank=reranker, rerank_depth=rerank_depth)
         with RichProgress(err) as progress:
             for mode in modes:
@@ -317,7 +317,11 @@ def qa(questions, collection_dir, corpus, encoder, modes, retrieval, fusion, k, 
             raise
     modes = (retrieval,) if no_generate else (modes or ("stuff",))
     reports = {}
-    reranker = reranker_from_options(rerank, rerank_model, rerank_weight, dtype)
+    try:
+        reranker = reranker_from_options(rerank, rerank_model, rerank_weight, dtype, col)
+    except BaseException:
+        col.close()
+        raise
     if reranker is not None and tau is None:
         tau = reranker.tau
     with col:

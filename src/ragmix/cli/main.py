@@ -219,12 +219,12 @@ def reembed(collection_dir, encoder, out_dir, dtype):
     err.print(f"[green]re-embedded[/] {chunks} chunks with {enc.name} into {out_dir}")
 
 
-def _reranker(rerank, model, weight, dtype):
-    """The --rerank options' reranker (or None), loaded under a status line."""
+def _reranker(rerank, model, weight, dtype, col):
+    """The --rerank options' reranker (or None) over ``col``, loaded under a status line."""
     if rerank is None:
         return reranker_from_options(rerank, model, weight, dtype)
     with err.status(f"loading reranker {rerank}"):
-        return reranker_from_options(rerank, model, weight, dtype)
+        return reranker_from_options(rerank, model, weight, dtype, col)
 
 
 @cli.command()
@@ -249,7 +249,7 @@ def search(query, collection_dir, mode, k, source, fusion, rerank, rerank_model,
     from ragmix.cli.render import hits_table
 
     with _open(collection_dir, dtype=dtype, store=store) as col:
-        reranker = _reranker(rerank, rerank_model, rerank_weight, dtype)
+        reranker = _reranker(rerank, rerank_model, rerank_weight, dtype, col)
         hits = col.search(query, k, mode=mode, source=source, fusion=fusion, rerank=reranker,
                           rerank_depth=rerank_depth)
     if as_json:
@@ -310,7 +310,7 @@ def ask(question, collection_dir, mode, retrieval, k, source, fusion, rerank, re
     with _open(collection_dir, query_encoder, dtype=dtype, store=store) as col:
         with err.status(f"loading generator {generator}"):
             gen = load_generator(generator, dtype=dtype)
-        reranker = _reranker(rerank, rerank_model, rerank_weight, dtype)
+        reranker = _reranker(rerank, rerank_model, rerank_weight, dtype, col)
         searcher = col.searcher(fusion=fusion, source=source, rerank=reranker,
                                 rerank_depth=rerank_depth)
         if reranker is not None and tau is None:
@@ -401,6 +401,7 @@ def delete(patterns, collection_dir, store):
 def _register_subgroups() -> None:
     from ragmix.cli.copy_cmd import copy
     from ragmix.cli.eval_cmd import eval_group
+    from ragmix.cli.rerank_cmd import rerank_store
     from ragmix.cli.serve_cmd import serve
     from ragmix.cli.train_cmd import train_group
     from ragmix.cli.train_late_cmd import late_interaction_command
@@ -410,6 +411,7 @@ def _register_subgroups() -> None:
     train_group.add_command(late_interaction_command)
     cli.add_command(copy)
     cli.add_command(eval_group)
+    cli.add_command(rerank_store)
     cli.add_command(serve)
     cli.add_command(train_group)
 

@@ -173,12 +173,20 @@ def rerank_options(fn):
     return fn
 
 
-def reranker_from_options(rerank: str | None, model: str | None, weight: float, dtype: str):
-    """The reranker the --rerank options name, or None; the model options need --rerank."""
+def reranker_from_options(rerank: str | None, model: str | None, weight: float, dtype: str,
+                          collection: Any = None):
+    """The reranker the --rerank options name, or None; the model options need --rerank.
+
+    Late interaction over a directory ``collection`` keeps its passages' token vectors in
+    the collection (``ragmix rerank-store`` fills them at once), so a passage is encoded once.
+    """
     if rerank is None:
         if model is not None or weight != 1.0:
             raise click.UsageError("--rerank-model and --rerank-weight need --rerank NAME")
         return None
-    from ragmix.rerank import load_reranker
+    from ragmix.rerank import load_reranker, token_store_dir
 
-    return load_reranker(rerank, model=model, weight=weight, dtype=dtype)
+    directory = getattr(getattr(collection, "home", None), "directory", None)
+    store = (token_store_dir(directory, model, dtype=dtype)
+             if rerank == "late-interaction" and directory is not None else None)
+    return load_reranker(rerank, model=model, weight=weight, dtype=dtype, store=store)

@@ -67,11 +67,21 @@ def load_scorer(name: str, *, model: str | Path | None = None, dtype: str = "aut
     raise BadInputError(f"unknown reranker {name!r}: give one of {', '.join(RERANKERS)}")
 
 
+def token_store_dir(root: str | Path, model: str | Path | None = None, *,
+                    dtype: str = "auto") -> Path:
+    """Where a late-interaction model's passage token vectors are kept under ``root`` (a
+    collection's folder, a server's data folder): one directory per model fingerprint, so a
+    retrained model starts a new store."""
+    from ragmix.rerank.late_interaction import model_fingerprint
+
+    return Path(root) / "rerank" / "late-interaction" / model_fingerprint(model, dtype=dtype)[:16]
+
+
 def load_reranker(name: str, *, model: str | Path | None = None, weight: float = 1.0,
                   dtype: str = "auto", store: str | Path | None = None) -> Reranker:
     """The reranker ``name`` (see :func:`load_scorer`); ``weight`` < 1 fuses in the first stage."""
     return ScoreReranker(load_scorer(name, model=model, dtype=dtype, store=store), weight=weight)
 
 
-__all__ = ["DEFAULT_RERANK_DEPTH", "RERANKERS", "PassageScorer", "RerankedSearch", "Reranker",
+__all__ = ["token_store_dir", "DEFAULT_RERANK_DEPTH", "RERANKERS", "PassageScorer", "RerankedSearch", "Reranker",
            "ScoreReranker", "load_reranker", "load_scorer", "renumbered"]

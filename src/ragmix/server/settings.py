@@ -80,8 +80,13 @@ class ServerSettings:
 
             if reranker == "cross-encoder" and rerank_model is None:
                 load_scorer(reranker)  # the error that says where a model comes from, now
+            store = None
+            if reranker == "late-interaction":  # token vectors kept across restarts
+                from ragmix.rerank import token_store_dir
+
+                store = token_store_dir(data_dir, rerank_model, dtype=dtype)
             reranker = partial(load_reranker, reranker, model=rerank_model,
-                               weight=rerank_weight, dtype=dtype)
+                               weight=rerank_weight, dtype=dtype, store=store)
         if isinstance(generator, str):
             from ragmix.generation import load_generator
 
