@@ -78,7 +78,14 @@ def train_model(name: str, data_root: Path, scifact_heldout: Callable, squad_hel
         from ragmix.training.reranker import RerankerTrainer
         from ragmix.training.reranker_config import RerankerTrainConfig
 
-        config = RerankerTrainConfig(loss=name.rsplit("-", 1)[1], dtype="auto")
+        from ragmix.training.reranker import MINED_FILE
+
+        # two passes: one epoch of SciFact is 46 steps, too few for the new head
+        config = RerankerTrainConfig(loss=name.rsplit("-", 1)[1], epochs=2, dtype="auto")
+        for sibling in MODELS.glob(f"ce-{dataset}-*/{MINED_FILE}"):  # the other loss's mining:
+            if not (out / MINED_FILE).exists():  # reused only if its mining key matches
+                out.mkdir(parents=True, exist_ok=True)
+                (out / MINED_FILE).write_bytes(sibling.read_bytes())
         report = RerankerTrainer("minilm", data, config).train(out, progress=_printer)
     else:
         from ragmix.training.late_interaction import late_interaction_trainer

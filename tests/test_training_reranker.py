@@ -220,3 +220,38 @@ def test_the_packaged_minilm_gets_a_new_head_and_trains(torch, tmp_path):
     trainer.train(tmp_path / "out")
     scores = CrossEncoderScorer(tmp_path / "out", dtype="float32").score("lava", ["volcano", "x"])
     assert np.isfinite(scores).all()
+
+
+def test_mined_negatives_are_reused_only_when_what_they_were_mined_with_matches(torch, tmp_path):
+    from ragmix.training.reranker import MINED_FILE
+
+    config = RerankerTrainConfig(negatives=2, steps=1, batch_size=6, max_length=32, mine="hybrid")
+    first = trainer_for(torch, tmp_path, config)
+    first.mine_cached(tmp_path / "out")
+    assert (tmp_path / "out" / MINED_FILE).is_file()
+    stages = []
+    again = trainer_for(torch, tmp_path, RerankerTrainConfig(
+        loss="bce", negatives=2, steps=1, batch_size=6, max_length=32, mine="hybrid", lr=1e-4))
+    again.mine = lambda progress=None: pytest.fail("a new loss and rate must not re-mine")
+    again.mine_cached(tmp_path / "out", stages.append)
+    assert again.negatives == first.negatives and "reusing" in stages[0]
+    deeper = trainer_for(torch, tmp_path, RerankerTrainConfig(
+        negatives=2, steps=1, batch_size=6, max_length=32, mine="hybrid", mine_depth=7))
+    calls = []
+    deeper.mine = lambda progress=None: calls.append(1) or 1.0
+    deeper.mine_cached(tmp_path / "out")
+    assert calls == [1]  # mined with other settings: mined again
+
+
+def test_the_new_head_learns_at_head_lr_and_the_body_at_lr(torch, tmp_path):
+    config = RerankerTrainConfig(negatives=2, steps=4, batch_size=6, max_length=32, mine="bm25",
+                                 lr=2e-5, head_lr=5e-3)
+    trainer = trainer_for(torch, tmp_path, config)
+    named = dict(trainer.model.named_parameters())
+    optimizer, _, params = trainer._optimizer(4)
+    rates = {id(p): g["initial_lr"] for g in optimizer.param_groups for p in g["params"]}
+    assert {rates[id(p)] for n, p in named.items() if n.startswith("classifier")} == {5e-3}
+    assert {rates[id(p)] for n, p in named.items() if not n.startswith("classifier")} == {2e-5}
+    assert len(params) == len(named)
+    with pytest.raises(BadInputError, match="head_lr"):
+        RerankerTrainConfig(head_lr=0)

@@ -45,6 +45,9 @@ from ragmix.training.reranker_config import RerankerTrainConfig
 
 Item = tuple[TrainPair, str]  # a query and one of its positive passage ids
 
+# Beside the model: the mined negatives and what they were mined with (mining_key).
+MINED_FILE = "mined-negatives.json"
+
 
 def bce_loss(scores: Any) -> Any:
     """Pointwise binary cross-entropy: column 0 of ``scores`` (B, G) is relevant, the rest not.
@@ -175,6 +178,35 @@ class RerankerTrainer:
                                                   dense_weight=cfg.dense_weight)
         return float(np.mean([len(v) for v in self.negatives.values()]))
 
+    def mining_key(self) -> dict[str, object]:
+        """What mined negatives depend on: a cache of them is reused only if this matches."""
+        cfg = self.config
+        encoder = self.mine_encoder if isinstance(self.mine_encoder, str) else getattr(
+            self.mine_encoder, "name", type(self.mine_encoder).__name__)
+        return {"mine": cfg.mine, "pool": cfg.mine_pool, "depth": cfg.mine_depth,
+                "dense_weight": cfg.dense_weight, "max_ratio": cfg.max_ratio,
+                "encoder": None if cfg.mine == "bm25" else encoder, **self.fingerprint()}
+
+    def mine_cached(self, output: str | Path,
+                    progress: Callable[[str], None] | None = None) -> float:
+        """:meth:`mine`, or the negatives an earlier run mined into ``output`` with the same
+        :meth:`mining_key` (mining encodes the whole corpus; a new loss or rate need not)."""
+        path = Path(output) / MINED_FILE
+        key = self.mining_key()
+        if path.is_file():
+            cached = json.loads(path.read_text(encoding="utf-8"))
+            if cached.get("key") == key:
+                self.negatives = {q: tuple(ids) for q, ids in cached["negatives"].items()}
+                if progress is not None:
+                    progress(f"reusing the negatives mined into {path}")
+                return float(np.mean([len(v) for v in self.negatives.values()]))
+        mined = self.mine(progress)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps({"key": key, "negatives": self.negatives}), encoding="utf-8")
+        partial.replace(path)  # whole or absent, never half-written
+        return mined
+
     def batches(self, rng: random.Random) -> list[list[Item]]:
         """One epoch: every (query, positive passage) once, shuffled, in batches."""
         order = [(pair, pid) for pair in self.data.pairs for pid in pair.positives]
@@ -247,7 +279,7 @@ class RerankerTrainer:
         checkpoints, run = output / "checkpoints", self.fingerprint()
         state = resume_state(checkpoints, resume, asdict(cfg), run)
         say = (lambda text: progress("stage", text=text)) if progress else None
-        mined = state["mined"] if state is not None else self.mine(say)
+        mined = state["mined"] if state is not None else self.mine_cached(output, say)
         total = self.total_steps()
         optimizer, schedule, params = self._optimizer(total)
         rng = random.Random(cfg.seed)
@@ -300,17 +332,22 @@ class RerankerTrainer:
                 "corpus": str(len(self.data.corpus))}
 
     def _optimizer(self, total: int) -> tuple[Any, Any, list[Any]]:
-        """AdamW without decay on biases and norms (as BERT trains), linear warmup and decay."""
+        """AdamW without decay on biases and norms (as BERT trains), the new scoring head
+        (``classifier``) at ``head_lr``, linear warmup and decay."""
         torch = require("torch", "models")
         transformers = require("transformers", "models")
-        decayed, plain = [], []
+        groups: dict[tuple[bool, bool], list[Any]] = {}
         for name, p in self.model.named_parameters():
             if p.requires_grad:
                 no_decay = name.endswith("bias") or "LayerNorm" in name or "norm" in name
-                (plain if no_decay else decayed).append(p)
+                groups.setdefault((name.startswith("classifier"), no_decay), []).append(p)
+        cfg = self.config
         optimizer = torch.optim.AdamW([
-            {"params": decayed, "weight_decay": self.config.weight_decay},
-            {"params": plain, "weight_decay": 0.0}], lr=self.config.lr)
+            {"params": params, "lr": cfg.head_lr if head else cfg.lr,
+             "weight_decay": 0.0 if no_decay else cfg.weight_decay}
+            for (head, no_decay), params in sorted(groups.items())], lr=cfg.lr)
+        decayed = [p for (_, no_decay), ps in sorted(groups.items()) if not no_decay for p in ps]
+        plain = [p for (_, no_decay), ps in sorted(groups.items()) if no_decay for p in ps]
         schedule = transformers.get_linear_schedule_with_warmup(
             optimizer, int(self.config.warmup * total), total)
         return optimizer, schedule, decayed + plain
