@@ -30,16 +30,40 @@ RERANKERS: dict[str, tuple[str, str | None, str | None]] = {
 }
 
 
-def load_bench_reranker(name: str):
-    """(scorer, dataset it was trained on or None) for a bench reranker name."""
-    from ragmix.rerank import load_scorer
+class Memo:
+    """A scorer that remembers (query, passage) scores, so pipelines that differ only in
+    the fusion weight score each pair once; ``computed`` counts the pairs it scored."""
+
+    def __init__(self, scorer) -> None:
+        self.scorer, self.name, self.seen, self.computed = scorer, scorer.name, {}, 0
+
+    def score(self, query, texts):
+        import numpy as np
+
+        missing = list(dict.fromkeys(t for t in texts if (query, t) not in self.seen))
+        if missing:
+            for text, value in zip(missing, self.scorer.score(query, missing)):
+                self.seen[(query, text)] = float(value)
+            self.computed += len(missing)
+        return np.array([self.seen[(query, t)] for t in texts], dtype=np.float64)
+
+
+def load_bench_reranker(name: str, collection_dir: Path):
+    """(memoised scorer, dataset it was trained on or None) for a bench reranker name.
+
+    Late interaction keeps its token vectors in the collection, as ``ragmix rerank-store``
+    does (filled at the first use of each passage).
+    """
+    from ragmix.rerank import load_scorer, token_store_dir
 
     if name not in RERANKERS:
         raise SystemExit(f"unknown reranker {name!r}: choose from {', '.join(RERANKERS)}")
     kind, model, trained_on = RERANKERS[name]
     if model is not None and trained_on is not None and not Path(model).is_dir():
         raise SystemExit(f"{name} is not trained yet: bench/bench_rerank.py train {name}")
-    return load_scorer(kind, model=model, dtype="auto"), trained_on
+    store = (token_store_dir(collection_dir, model, dtype="auto")
+             if kind == "late-interaction" else None)
+    return Memo(load_scorer(kind, model=model, dtype="auto", store=store)), trained_on
 
 
 def training_set(dataset: str, data_root: Path, scifact_heldout: Callable, squad_heldout: Callable):
