@@ -13,6 +13,7 @@ from ragmix.chunking import (
     CharChunker,
     Chunker,
     RecursiveChunker,
+    SemanticChunker,
     WordChunker,
     chunker_from_settings,
     make_chunker,
@@ -45,7 +46,13 @@ recursive_chunkers = st.builds(
     max_chars=st.integers(1, 60),
     separators=st.sampled_from([("\n\n", "\n", ". ", " "), (" ",), (), ("ab", "\n")]),
 )
-chunkers = st.one_of(word_chunkers, char_chunkers, recursive_chunkers)
+# Hashing vectors and whitespace tokens: no model, so each example takes microseconds.
+semantic_chunkers = st.builds(
+    lambda max_tokens, percentile, window: SemanticChunker(
+        "hashing-64", max_tokens=max_tokens, percentile=percentile, window=window),
+    st.integers(1, 12), st.floats(1, 99), st.integers(1, 3),
+)
+chunkers = st.one_of(word_chunkers, char_chunkers, recursive_chunkers, semantic_chunkers)
 
 SETTINGS = settings(deadline=None, max_examples=150)
 
@@ -173,7 +180,7 @@ def test_recursive_hard_cuts_when_no_separator_is_left() -> None:
         (lambda: RecursiveChunker(max_chars=0), "max_chars must be an integer > 0, got 0"),
         (lambda: RecursiveChunker(separators="\n"), "wrap it in a list"),
         (lambda: RecursiveChunker(separators=["\n", ""]), "separators must be non-empty strings"),
-        (lambda: make_chunker("sentences"), "unknown chunker 'sentences'; choose one of: words, chars, recursive"),
+        (lambda: make_chunker("sentences"), "unknown chunker 'sentences'; choose one of: words, chars, recursive, semantic"),
         (lambda: make_chunker("words", max_chars=3), "unknown option(s) max_chars; it takes: size, overlap"),
         (lambda: chunker_from_settings({"size": 3}), "need a 'name'"),
     ],
@@ -184,7 +191,7 @@ def test_bad_options_raise_bad_input_naming_the_value(make, message: str) -> Non
 
 
 def test_registry_and_protocol() -> None:
-    assert set(CHUNKERS) == {"words", "chars", "recursive"}
+    assert set(CHUNKERS) == {"words", "chars", "recursive", "semantic"}
     for name in CHUNKERS:
         chunker = make_chunker(name)
         assert isinstance(chunker, Chunker)

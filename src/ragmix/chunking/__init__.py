@@ -12,6 +12,7 @@ import dataclasses
 from ragmix.chunking.base import Chunker
 from ragmix.chunking.chars import CharChunker
 from ragmix.chunking.recursive import RecursiveChunker
+from ragmix.chunking.semantic import SemanticChunker
 from ragmix.chunking.words import WordChunker
 from ragmix.errors import BadInputError
 
@@ -19,6 +20,7 @@ CHUNKERS: dict[str, type] = {
     "words": WordChunker,
     "chars": CharChunker,
     "recursive": RecursiveChunker,
+    "semantic": SemanticChunker,  # loads its encoder on the first document, not here
 }
 
 
@@ -58,6 +60,7 @@ __all__ = [
     "CharChunker",
     "Chunker",
     "RecursiveChunker",
+    "SemanticChunker",
     "WordChunker",
     "chunker_from_settings",
     "make_chunker",
