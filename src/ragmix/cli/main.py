@@ -34,6 +34,7 @@ from ragmix.cli.options import (
     marginal_options,
     min_confidence_option,
     parse_index_options,
+    chunker_options,
     pg_creation_options,
     rerank_options,
     reranker_from_options,
@@ -104,8 +105,13 @@ def _open(collection_dir: str, query_encoder: str | None = None, *, dtype: str =
 @click.option("--chunker", type=click.Choice(CHUNKER_NAMES), default="words",
               show_default=True, help="words: the paper's disjoint 100-word passages.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=None,
-              help="Words (words), characters (chars) or max characters (recursive).")
+              help="Words (words), characters (chars), max characters (recursive) or max "
+                   "encoder tokens (semantic) [semantic default: 256].")
 @click.option("--overlap", type=click.IntRange(min=0), default=None, help="Overlap (words/chars).")
+@click.option("--breakpoint-percentile", default=None,
+              type=click.FloatRange(0, 100, min_open=True, max_open=True),
+              help="semantic: cut where adjacent sentences are less similar than this "
+                   "percentile of a document's sentence boundaries [default: 95].")
 @click.option("--index", "index_kind", type=click.Choice(INDEX_KINDS), default=None,
               help="Index type of a new collection: FAISS's [default: flat], or pgvector's "
                    "with --store (hnsw [default], ivf, flat).")
@@ -123,8 +129,8 @@ def _open(collection_dir: str, query_encoder: str | None = None, *, dtype: str =
               help="With --ray: an existing cluster's address [default: a local one].")
 @click.option("--ray-actors", type=click.IntRange(min=1), default=2, show_default=True,
               help="With --ray: embedding actors.")
-def index(paths, collection_dir, encoder, chunker, chunk_size, overlap, index_kind,
-          index_options, store, halfvec, keyword, max_bytes, dtype, use_ray, address,
+def index(paths, collection_dir, encoder, chunker, chunk_size, overlap, breakpoint_percentile,
+          index_kind, index_options, store, halfvec, keyword, max_bytes, dtype, use_ray, address,
           ray_actors):
     """Index files and folders (.txt .md .html .pdf, BEIR .jsonl) into a collection.
 
@@ -150,6 +156,7 @@ def index(paths, collection_dir, encoder, chunker, chunk_size, overlap, index_ki
     if home.exists():
         creation_only = {"chunker": "--chunker", "chunk_size": "--chunk-size",
                          "overlap": "--overlap", "index_kind": "--index",
+                         "breakpoint_percentile": "--breakpoint-percentile",
                          "index_options": "--index-option", "halfvec": "--halfvec",
                          "keyword": "--keyword"}
         given = [flag for name, flag in creation_only.items()
@@ -162,13 +169,7 @@ def index(paths, collection_dir, encoder, chunker, chunk_size, overlap, index_ki
             check_encoder_name(collection_dir, encoder)
         col = Collection.open(collection_dir, dtype=dtype)
     else:
-        options = {}
-        if chunk_size is not None:
-            options["max_chars" if chunker == "recursive" else "size"] = chunk_size
-        if overlap is not None:
-            if chunker == "recursive":
-                raise click.UsageError("--overlap applies to the words and chars chunkers only")
-            options["overlap"] = overlap
+        options = chunker_options(chunker, encoder, chunk_size, overlap, breakpoint_percentile)
         with err.status(f"loading encoder {encoder}"):
             col = Collection.create(collection_dir, encoder=encoder,
                                     chunker=make_chunker(chunker, **options), index=index_kind,

@@ -1,4 +1,4 @@
-"""--rerank on search, ask and eval: the CLI reaches ragmix.rerank and reports what it did."""
+"""Two-stage retrieval from the CLI: --rerank on search, ask and eval, rerank-store, semantic chunking."""
 
 from __future__ import annotations
 
@@ -108,3 +108,20 @@ def test_rerank_store_then_search_reads_token_vectors_from_the_collection(col, t
     meta = json.loads((where / "meta.json").read_text())
     with TokenStore(where, dim=meta["dim"], model_fingerprint=meta["model_fingerprint"]) as store:
         assert len(store) == 36  # search read them; nothing new was added
+
+
+def test_index_with_the_semantic_chunker_caps_chunks_in_tokens(tmp_path, corpus):
+    col = tmp_path / "sem"
+    result = CliRunner().invoke(cli, ["index", str(corpus), "-c", str(col), "--encoder",
+                                      "hashing-256", "--chunker", "semantic", "--chunk-size", "40",
+                                      "--breakpoint-percentile", "80"])
+    assert result.exit_code == 0, result.output
+    from ragmix.store import Collection
+
+    with Collection.open(col) as opened:
+        settings = opened.manifest.chunker
+        assert settings["name"] == "semantic" and settings["max_tokens"] == 40
+        assert settings["percentile"] == 80 and settings["encoder"] == "hashing-256"
+    bad = CliRunner().invoke(cli, ["index", str(corpus), "-c", str(tmp_path / "x"),
+                                   "--chunker", "words", "--breakpoint-percentile", "80"])
+    assert bad.exit_code == 2 and "semantic chunker only" in bad.output
