@@ -46,6 +46,38 @@ def make_chunker(name: str, **options: object) -> Chunker:
     return cls(**options)
 
 
+# What each chunker calls the one size a user gives (--chunk-size, the API's chunk_size).
+SIZE_OPTION = {"words": "size", "chars": "size", "recursive": "max_chars",
+               "semantic": "max_tokens"}
+
+
+def sized_options(name: str, *, size: int | None = None, overlap: int | None = None,
+                  encoder: str | None = None, percentile: float | None = None) -> dict[str, object]:
+    """make_chunker's options for a user's size, overlap and (semantic) encoder and percentile.
+
+    >>> sized_options("recursive", size=800)
+    {'max_chars': 800}
+    >>> sized_options("semantic", size=128, encoder="minilm")
+    {'encoder': 'minilm', 'max_tokens': 128}
+    """
+    options: dict[str, object] = {}
+    if name == "semantic" and encoder is not None:
+        options["encoder"] = encoder  # sentences embedded by the collection's own encoder
+    if size is not None:
+        options[SIZE_OPTION.get(name, "size")] = size
+    if overlap is not None:
+        if name in ("recursive", "semantic"):
+            raise BadInputError(f"overlap applies to the words and chars chunkers only; leave "
+                                f"it out for chunker {name!r}")
+        options["overlap"] = overlap
+    if percentile is not None:
+        if name != "semantic":
+            raise BadInputError(f"a breakpoint percentile applies to the semantic chunker "
+                                f"only, not {name!r}")
+        options["percentile"] = percentile
+    return options
+
+
 def chunker_from_settings(settings: dict[str, object]) -> Chunker:
     """Rebuild a chunker from its :meth:`Chunker.settings` (e.g. read from a manifest)."""
     options = dict(settings)
@@ -57,6 +89,8 @@ def chunker_from_settings(settings: dict[str, object]) -> Chunker:
 
 __all__ = [
     "CHUNKERS",
+    "SIZE_OPTION",
+    "sized_options",
     "CharChunker",
     "Chunker",
     "RecursiveChunker",

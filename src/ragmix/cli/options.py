@@ -196,17 +196,11 @@ def chunker_options(chunker: str, encoder: str, size: int | None, overlap: int |
                     percentile: float | None) -> dict[str, object]:
     """make_chunker's options from ragmix index's --chunk-size, --overlap and
     --breakpoint-percentile; the semantic chunker embeds with the collection's --encoder."""
-    options: dict[str, object] = {}
-    if chunker == "semantic":
-        options["encoder"] = encoder
-    if size is not None:
-        options[{"recursive": "max_chars", "semantic": "max_tokens"}.get(chunker, "size")] = size
-    if overlap is not None:
-        if chunker in ("recursive", "semantic"):
-            raise click.UsageError("--overlap applies to the words and chars chunkers only")
-        options["overlap"] = overlap
-    if percentile is not None:
-        if chunker != "semantic":
-            raise click.UsageError("--breakpoint-percentile applies to the semantic chunker only")
-        options["percentile"] = percentile
-    return options
+    from ragmix.chunking import sized_options
+
+    if overlap is not None and chunker in ("recursive", "semantic"):
+        raise click.UsageError("--overlap applies to the words and chars chunkers only")
+    if percentile is not None and chunker != "semantic":
+        raise click.UsageError("--breakpoint-percentile applies to the semantic chunker only")
+    return sized_options(chunker, size=size, overlap=overlap, encoder=encoder,
+                         percentile=percentile)

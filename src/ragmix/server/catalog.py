@@ -30,7 +30,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ragmix.chunking import CHUNKERS, make_chunker
+from ragmix.chunking import CHUNKERS, make_chunker, sized_options
 from ragmix.errors import BadInputError, CollectionError
 from ragmix.index import INDEX_KINDS
 from ragmix.store import Collection
@@ -97,17 +97,11 @@ class CollectionSpec:
                                 f"{', '.join(CHUNKERS)}")
         if self.index not in INDEX_KINDS:
             raise BadInputError(f"index must be one of {INDEX_KINDS}, got {self.index!r}")
-        if self.overlap is not None and self.chunker == "recursive":
-            raise BadInputError("overlap applies to the words and chars chunkers only; leave "
-                                "it out for chunker 'recursive'")
+        sized_options(self.chunker, size=self.chunk_size, overlap=self.overlap)  # checks
 
     def make_chunker(self):
-        options: dict[str, int] = {}
-        if self.chunk_size is not None:
-            options["max_chars" if self.chunker == "recursive" else "size"] = self.chunk_size
-        if self.overlap is not None:
-            options["overlap"] = self.overlap
-        return make_chunker(self.chunker, **options)
+        return make_chunker(self.chunker, **sized_options(
+            self.chunker, size=self.chunk_size, overlap=self.overlap, encoder=self.encoder))
 
 
 def inside_root(root: Path, name: str) -> Path:
