@@ -82,7 +82,34 @@ def decoding() -> None:
         print(_row([mode, row["ragmix_s"], row["transformers_s"], row["speedup"]]))
 
 
+def rerank() -> None:
+    """Two-stage retrieval (bench_rerank.py): held-out train queries beside the test split."""
+    data = _load("rerank.json")
+    if not data:
+        return
+    columns = {"scifact": ["ndcg@10", "recall@100", "mrr@10"],
+               "squad": ["recall@1", "recall@5", "recall@20"]}
+    for dataset, keys in columns.items():
+        test, held = data.get(dataset, {}), data.get(f"{dataset}_heldout", {})
+        if not (test or held):
+            continue
+        print(f"\n{dataset}: {data.get(f'{dataset}_queries', '?')} test queries, "
+              f"{data.get(f'{dataset}_heldout_queries', '?')} held-out train queries "
+              f"({data['measured_at']})\n")
+        print(_row(["pipeline", *(f"held-out {k}" for k in keys[:1]), *keys, "ms p50",
+                    "saw SciFact training data" if dataset == "scifact" else "depth"]))
+        print(_row(["---"] * (len(keys) + 4)))
+        for name in dict.fromkeys([*held, *test]):
+            t, h = test.get(name, {}), held.get(name, {})
+            row = t or h
+            last = (("yes" if row.get("trained_on_scifact") else "no") if dataset == "scifact"
+                    else row.get("depth") or "-")
+            ms = t.get("ms_p50")
+            print(_row([name, h.get(keys[0], "-"), *(t.get(k, "-") for k in keys),
+                        "-" if ms is None else f"{ms:.0f}", last]))
+
+
 if __name__ == "__main__":
-    for name in sys.argv[1:] or ["retrieval", "qa", "speed", "scaling", "decoding"]:
+    for name in sys.argv[1:] or ["retrieval", "qa", "speed", "scaling", "decoding", "rerank"]:
         print(f"\n## {name}")
         globals()[name]()
