@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -191,8 +191,11 @@ class ChunkTexts(Protocol):
     def chunk_rows(self, ids: Sequence[int]) -> dict[int, ChunkRow]: ...
 
 
-def sync_sparse(index: SparseIndex, chunks: ChunkTexts, encoder: SparseEncoder) -> SparseIndex:
+def sync_sparse(index: SparseIndex, chunks: ChunkTexts, encoder: SparseEncoder, *,
+                progress: Callable[[int], None] | None = None) -> SparseIndex:
     """``index`` with the chunks ``chunks`` now holds: deleted ones dropped, new ones encoded.
+
+    ``progress(n)`` is called as each batch of n chunks is encoded.
 
     Only the chunks missing from ``index`` are encoded. That is right because a
     store never reuses a chunk id (a changed document gets new ones), so a chunk
@@ -211,7 +214,8 @@ def sync_sparse(index: SparseIndex, chunks: ChunkTexts, encoder: SparseEncoder) 
         rows = chunks.chunk_rows(missing[start : start + _ENCODE_BATCH].tolist())
         ids = [int(i) for i in missing[start : start + _ENCODE_BATCH] if int(i) in rows]
         add_ids += ids
-        add_vectors.append(encoder.encode_documents([rows[i].text for i in ids]))
+        add_vectors.append(encoder.encode_documents([rows[i].text for i in ids],
+                                                    progress=progress))
     if not add_ids and not len(drop):
         return index
     sparse = require("scipy.sparse", "bm25")
@@ -236,8 +240,13 @@ class SparseView:
         self._index: SparseIndex | None = None
         self._generation = -1  # the store generation the in-memory index reflects
 
-    def get(self, encoder: SparseEncoder, *, persist: bool) -> SparseIndex:
-        """The view for ``encoder``, synced with the store (and saved if ``persist``)."""
+    def get(self, encoder: SparseEncoder, *, persist: bool,
+            progress: Callable[[int], None] | None = None) -> SparseIndex:
+        """The view for ``encoder``, synced with the store (and saved if ``persist``).
+
+        ``progress(n)`` is called as each batch of n chunks is encoded: a CLI can
+        build the view ahead of the first search with a progress bar.
+        """
         # Read before the chunks: a write during the sync leaves the stamp behind the
         # store, so the next search syncs again instead of trusting a stale view.
         generation = self.chunks.generation
@@ -245,7 +254,7 @@ class SparseView:
             self._index, self._generation = self._load(encoder, generation)
         if self._generation == generation:
             return self._index
-        self._index = sync_sparse(self._index, self.chunks, encoder)
+        self._index = sync_sparse(self._index, self.chunks, encoder, progress=progress)
         self._generation = generation
         if persist:
             self.save()
