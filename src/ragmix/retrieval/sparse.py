@@ -73,7 +73,7 @@ def top_hits(scores: np.ndarray, ids: np.ndarray, k: int,
         kth = np.partition(hit_scores, len(hits) - k)[len(hits) - k]  # the k-th best score
         hits = hits[hit_scores >= kth]  # (>= k,) keeps every tie at the cut
     hits = hits[np.lexsort((ids[hits], -scores[hits]))[:k]]  # (<= k,) score desc, then id
-    return [ScoredId(int(i), float(s)) for i, s in zip(ids[hits], scores[hits])]
+    return [ScoredId(i, s) for i, s in zip(ids[hits].tolist(), scores[hits].tolist())]
 
 
 def _check_k(k: Any) -> int:
