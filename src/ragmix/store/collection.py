@@ -56,19 +56,24 @@ from ragmix.retrieval.fusion import softmax_probs
 from ragmix.retrieval.retrievers import (
     DEFAULT_FUSION,
     MODES,
+    SPLADE_MODES,
+    SPLADE_WEIGHT,
     BM25Retriever,
     DenseRetriever,
+    FusedRetriever,
     HybridRetriever,
     Retriever,
+    SpladeRetriever,
 )
 from ragmix.store.backend import DocumentRow, PassageIndex, StoreBackend
-from ragmix.store.embedded import REFINED_KINDS, STORE_FILE, EmbeddedBackend
+from ragmix.store.embedded import REFINED_KINDS, STORE_FILE, EmbeddedBackend, SpladeSearch
 from ragmix.store.home import CollectionHome, DirectoryHome, home_for
 from ragmix.store.ingest import COMMIT_CHUNKS, IndexReport, Progress, ingest
 from ragmix.store.manifest import Manifest
 from ragmix.types import Document, Hit, ScoredId, Skipped
 
 if TYPE_CHECKING:
+    from ragmix.encoders.splade import SparseEncoder
     from ragmix.index.base import VectorIndex
     from ragmix.store.sqlite_store import SqliteStore
     from ragmix.store.views import Views
@@ -298,21 +303,44 @@ class Collection:
     def retriever(
         self, mode: str = "hybrid", *, fusion: str = DEFAULT_FUSION, rrf_k: int = 60,
         dense_weight: float = 0.5, depth: int = 100, vectors: VectorIndex | None = None,
+        sparse_encoder: SparseEncoder | None = None,
     ) -> Retriever:
         """The retriever for ``mode`` over this collection's backend.
 
         ``vectors`` (anything with a VectorIndex's ``search``, such as
         :class:`ragmix.distributed.ShardedSearcher`) replaces the backend's vector search.
+        ``splade`` and ``hybrid-splade`` encode with ``sparse_encoder`` (default:
+        :func:`~ragmix.encoders.splade.load_splade`, SPLADE-tiny or ``$RAGMIX_SPLADE_MODEL``)
+        and search the collection's SPLADE view, which the first such search builds
+        (collections in a directory only, for now). ``hybrid-splade`` fuses dense, BM25
+        and SPLADE with weights ``dense_weight``, ``1 - dense_weight`` and
+        :data:`~ragmix.retrieval.retrievers.SPLADE_WEIGHT` (a third each by default).
         """
         if mode not in MODES:
             raise BadInputError(f"mode must be one of {MODES}, got {mode!r}")
         if mode == "bm25":
             return BM25Retriever(_KeywordSearch(self.backend))
+        if mode in SPLADE_MODES:
+            if not isinstance(self.backend, EmbeddedBackend):
+                raise CollectionError(
+                    f"retrieval mode {mode!r} needs a SPLADE view, which only collections in a "
+                    f"directory have for now; {self.location!r} is stored in {self.backend!r}. "
+                    "Use dense, bm25 or hybrid, or copy it into a directory (ragmix copy)")
+            from ragmix.encoders.splade import load_splade
+
+            encoder = sparse_encoder or load_splade(dtype=self._dtype)
+            splade = SpladeRetriever(encoder, SpladeSearch(self.backend, encoder))
+            if mode == "splade":
+                return splade
         dense = DenseRetriever(self.query_encoder or self.encoder,
                                vectors if vectors is not None else _VectorSearch(self.backend))
         if mode == "dense":
             return dense
         sparse = BM25Retriever(_KeywordSearch(self.backend))
+        if mode == "hybrid-splade":
+            return FusedRetriever([dense, sparse, splade],
+                                  [dense_weight, 1.0 - dense_weight, SPLADE_WEIGHT],
+                                  fusion=fusion, rrf_k=rrf_k, depth=depth)
         return HybridRetriever(dense, sparse, fusion=fusion, rrf_k=rrf_k,
                                dense_weight=dense_weight, depth=depth)
 
