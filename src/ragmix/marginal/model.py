@@ -33,7 +33,7 @@ MARGINAL_MODES = ("rag-sequence", "rag-token")
 #   the paper likewise use the encoder's raw inner products);
 # bm25: the paper's BM25 ablation uses BM25 scores as logits (tau = 1);
 # hybrid: fused scores lie in [0, 1] (min-max weighted) and need a sharp tau too.
-DEFAULT_TAU = {"dense": 0.05, "bm25": 1.0, "hybrid": 0.1}
+DEFAULT_TAU = {"dense": 0.05, "bm25": 1.0, "hybrid": 0.1, "splade": 2.0, "hybrid-splade": 0.1}
 
 
 class MarginalRAG:
