@@ -54,6 +54,8 @@ out_option = click.option("--out", "out_dir", type=click.Path(file_okay=False),
                           default="eval-results", show_default=True,
                           help="Folder for results.json and report.md.")
 
+DEFAULT_EVAL_MODES = ("dense", "bm25", "hybrid")
+
 
 @click.group("eval")
 def eval_group() -> None:
@@ -179,7 +181,7 @@ def retrieval(data_dir, split, corpus, queries, qrels, modes, fusion, collection
     texts = judged_queries(load_queries(queries_path), judgements)
     if limit is not None:
         judgements = dict(list(judgements.items())[:limit])
-    modes = modes or MODES
+    modes = modes or DEFAULT_EVAL_MODES  # SPLADE encodes the corpus: only when asked
 
     col_dir = (Path(collection_dir) if collection_dir
                else _default_collection(out_dir, corpus, encoder))

@@ -65,7 +65,7 @@ def marginal_options(fn):
     """--decoding, --beams and --tau: the settings of RAG-Sequence and RAG-Token."""
     fn = click.option("--tau", type=click.FloatRange(min=0, min_open=True), default=None,
                       help="Temperature of the prior p(z|x) = softmax(score / tau) "
-                           "[default: 0.05 dense, 1 bm25, 0.1 hybrid].")(fn)
+                           "[default: 0.05 dense, 1 bm25, 0.1 hybrid, 2 splade, 0.1 hybrid-splade].")(fn)
     fn = click.option("--beams", type=click.IntRange(min=1), default=None,
                       help="Beam size [default: 4 for rag-sequence, 1 (greedy) for rag-token].")(fn)
     fn = scoring_option(fn)
