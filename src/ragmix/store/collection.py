@@ -70,6 +70,7 @@ from ragmix.store.embedded import REFINED_KINDS, STORE_FILE, EmbeddedBackend, Sp
 from ragmix.store.home import CollectionHome, DirectoryHome, home_for
 from ragmix.store.ingest import COMMIT_CHUNKS, IndexReport, Progress, ingest
 from ragmix.store.manifest import Manifest
+from ragmix.store.searching import BoundSearch, _KeywordSearch, _VectorSearch
 from ragmix.types import Document, Hit, ScoredId, Skipped
 
 if TYPE_CHECKING:
@@ -409,37 +410,3 @@ class Collection:
             **asdict(self.manifest),
         }
 
-
-class BoundSearch:
-    """A collection searched with fixed ``fusion`` and ``source``: ``search(query, k, *, mode)``."""
-
-    def __init__(self, collection: Collection, *, fusion: str, source: str | None,
-                 temperature: float = 1.0, dense_weight: float = 0.5) -> None:
-        self.collection, self.fusion, self.source = collection, fusion, source
-        self.temperature, self.dense_weight = temperature, dense_weight
-
-    def search(self, query: str, k: int, *, mode: str) -> list[Hit]:
-        return self.collection.search(query, k, mode=mode, fusion=self.fusion, source=self.source,
-                                      temperature=self.temperature, dense_weight=self.dense_weight)
-
-
-class _VectorSearch:
-    """A backend's vector search as the ``search`` a DenseRetriever calls on its index."""
-
-    def __init__(self, backend: StoreBackend) -> None:
-        self.backend = backend
-
-    def search(self, queries: np.ndarray, k: int, *,
-               allowed_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        return self.backend.vector_search(queries, k, allowed_ids=allowed_ids)
-
-
-class _KeywordSearch:
-    """A backend's keyword search as the ``search`` a BM25Retriever calls on its index."""
-
-    def __init__(self, backend: StoreBackend) -> None:
-        self.backend = backend
-
-    def search(self, query: str, k: int, *,
-               allowed_ids: np.ndarray | None = None) -> list[ScoredId]:
-        return self.backend.keyword_search(query, k, allowed_ids=allowed_ids)
