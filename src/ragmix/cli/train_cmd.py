@@ -79,41 +79,21 @@ def retriever_command(beir_dir, split, squad_file, out_dir, base, negatives, har
     An interrupted run resumes from its last checkpoint when started again
     with the same options.
     """
-    import random
-
-    from ragmix.training.pairs import TrainingSet, load_beir_pairs, load_squad_pairs
+    from ragmix.cli.training_ui import one_source, training_bars, training_set
     from ragmix.training.retriever import RetrieverTrainer
     from ragmix.training.retriever_config import RetrieverTrainConfig
 
-    if (beir_dir is None) == (squad_file is None):
-        raise click.UsageError("give exactly one of --beir FOLDER or --squad FILE")
+    one_source(beir_dir, squad_file)
     config = RetrieverTrainConfig(
         epochs=epochs, batch_size=batch_size, chunk_size=chunk_size, lr=lr,
         temperature=temperature, learn_temperature=learn_temperature,
         negatives=_negatives(negatives), hard_negatives=hard_negatives, two_tower=two_tower,
         max_seq_length=max_seq_length, dtype=dtype, seed=seed)
-    err.print("loading training data")
-    data = load_beir_pairs(beir_dir, split) if beir_dir else load_squad_pairs(squad_file)
-    if limit is not None and limit < len(data.pairs):
-        data = TrainingSet(tuple(random.Random(seed).sample(data.pairs, limit)), data.corpus)
+    data = training_set(err, beir_dir, split, squad_file, limit, seed)
     err.print(f"{len(data.pairs)} queries, {len(data.corpus)} passages; negatives: "
               f"in-batch{''.join(' + ' + n for n in config.negatives)}")
     trainer = RetrieverTrainer(base, data, config)
-    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("loss {task.fields[loss]:.4f}  tau {task.fields[tau]:.4f}"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=err)
-    task = None
-
-    def progress(event: str, **info) -> None:
-        nonlocal task
-        if event == "stage":
-            err.print(info["text"])
-        elif event == "start":
-            task = bars.add_task("training", total=info["total"], completed=info["done"],
-                                 loss=float("nan"), tau=trainer.temperature)
-        elif event == "step" and task is not None:
-            bars.update(task, advance=1, loss=info["loss"], tau=info["temperature"])
-
+    bars, progress = training_bars(err, temperature=lambda: trainer.temperature)
     with bars:
         report = trainer.train(out_dir, resume=not no_resume,
                                checkpoint_every=checkpoint_every, progress=progress)

@@ -11,13 +11,10 @@ Examples::
 from __future__ import annotations
 
 import math
-import random
 from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.progress import TimeRemainingColumn
 
 from ragmix.cli.options import dtype_option
 
@@ -76,17 +73,12 @@ def late_interaction_command(beir_dir, split, squad_file, out_dir, base, negativ
     with the same options.
     """
     from ragmix.cli.train_cmd import _negatives  # here: train_cmd imports this module
+    from ragmix.cli.training_ui import training_bars, training_set
     from ragmix.rerank.late_interaction import LateInteractionSettings
     from ragmix.training.late_interaction import late_interaction_trainer
-    from ragmix.training.pairs import TrainingSet, load_beir_pairs, load_squad_pairs
     from ragmix.training.retriever_config import RetrieverTrainConfig
 
-    if (beir_dir is None) == (squad_file is None):
-        raise click.UsageError("give exactly one of --beir FOLDER or --squad FILE")
-    err.print("loading training data")
-    data = load_beir_pairs(beir_dir, split) if beir_dir else load_squad_pairs(squad_file)
-    if limit is not None and limit < len(data.pairs):
-        data = TrainingSet(tuple(random.Random(seed).sample(data.pairs, limit)), data.corpus)
+    data = training_set(err, beir_dir, split, squad_file, limit, seed)
     if steps is not None:  # enough epochs for the steps; training stops at them
         per_epoch = math.ceil(sum(len(p.positives) for p in data.pairs) / batch_size)
         epochs = math.ceil(steps / per_epoch)
@@ -100,21 +92,7 @@ def late_interaction_command(beir_dir, split, squad_file, out_dir, base, negativ
               f"in-batch{''.join(' + ' + n for n in config.negatives)}; "
               f"{f'{dim}-d projection' if dim else 'no projection'}")
     trainer = late_interaction_trainer(base, data, config, settings=settings)
-    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("loss {task.fields[loss]:.4f}  tau {task.fields[tau]:.3f}"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=err)
-    task = None
-
-    def progress(event: str, **info) -> None:
-        nonlocal task
-        if event == "stage":
-            err.print(info["text"])
-        elif event == "start":
-            task = bars.add_task("training", total=info["total"], completed=info["done"],
-                                 loss=float("nan"), tau=trainer.temperature)
-        elif event == "step" and task is not None:
-            bars.update(task, advance=1, loss=info["loss"], tau=info["temperature"])
-
+    bars, progress = training_bars(err, temperature=lambda: trainer.temperature, tau_digits=3)
     with bars:  # ragmix's errors (a checkpoint made with other options) become one line
         report = trainer.train(out_dir, resume=resume, checkpoint_every=checkpoint_every,
                                max_steps=steps, progress=progress)

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.progress import TimeRemainingColumn
 
 from ragmix.cli.options import dtype_option
 from ragmix.training.reranker_config import LOSSES, MINING
@@ -72,34 +70,20 @@ def reranker_command(beir_dir, split, squad_file, out_dir, base, loss, negatives
     with the same options. The result loads with --rerank cross-encoder
     --rerank-model OUT.
     """
+    from ragmix.cli.training_ui import one_source, training_bars, training_set
     from ragmix.training.reranker import RerankerTrainer
     from ragmix.training.reranker_config import RerankerTrainConfig
 
-    if (beir_dir is None) == (squad_file is None):
-        raise click.UsageError("give exactly one of --beir FOLDER or --squad FILE")
+    one_source(beir_dir, squad_file)
     config = RerankerTrainConfig(
         loss=loss, negatives=negatives, epochs=epochs, steps=steps, batch_size=batch_size,
         chunk_size=chunk_size, lr=lr, max_length=max_length, mine=mine, dtype=dtype, seed=seed)
-    data = _training_set(beir_dir, split, squad_file, limit, seed)
+    data = training_set(err, beir_dir, split, squad_file, limit, seed)
     err.print(f"{len(data.pairs)} queries, {len(data.corpus)} passages; {config.loss} loss, "
               f"{config.negatives} {config.mine} negatives per query")
     with err.status(f"loading {base}"):
         trainer = RerankerTrainer(base, data, config, mine_encoder=mine_encoder)
-    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=err)
-    task = None
-
-    def progress(event: str, **info) -> None:
-        nonlocal task
-        if event == "stage":
-            err.print(info["text"])
-        elif event == "start":
-            task = bars.add_task("training", total=info["total"], completed=info["done"],
-                                 loss=float("nan"))
-        elif event == "step" and task is not None:
-            bars.update(task, advance=1, loss=info["loss"])
-
+    bars, progress = training_bars(err)
     with bars:
         report = trainer.train(out_dir, resume=resume, checkpoint_every=checkpoint_every,
                                progress=progress)
@@ -111,15 +95,3 @@ def reranker_command(beir_dir, split, squad_file, out_dir, base, loss, negatives
     err.print(f"use it: ragmix search QUERY -c COLLECTION --rerank cross-encoder "
               f"--rerank-model {out_dir}")
 
-
-def _training_set(beir_dir, split, squad_file, limit, seed):
-    """The pairs to train on, a seeded sample of ``limit`` queries where given."""
-    import random
-
-    from ragmix.training.pairs import TrainingSet, load_beir_pairs, load_squad_pairs
-
-    with err.status("loading training data"):
-        data = load_beir_pairs(beir_dir, split) if beir_dir else load_squad_pairs(squad_file)
-    if limit is not None and limit < len(data.pairs):
-        data = TrainingSet(tuple(random.Random(seed).sample(data.pairs, limit)), data.corpus)
-    return data
