@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,6 +14,7 @@ import numpy as np
 
 from ragmix._extras import require
 from ragmix.errors import BadInputError, CollectionError
+from ragmix.retrieval._folders import replace_folder
 from ragmix.types import ScoredId
 
 _FORMAT = "ragmix.bm25/1"
@@ -237,10 +236,7 @@ class BM25Index:
         two renames ``path`` is briefly absent; a crash there leaves the old index
         at ``.<name>.old-*`` next to it.)
         """
-        path = Path(path)
-        tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
-        tmp.mkdir(parents=True)
-        try:
+        def write(tmp: Path) -> None:
             np.save(tmp / "ids.npy", self._ids)
             if self._retriever is not None:
                 self._retriever.save(tmp / "bm25s", show_progress=False)
@@ -252,16 +248,8 @@ class BM25Index:
                 "empty": self._retriever is None,
             }
             (tmp / "params.json").write_text(json.dumps(params, indent=2), encoding="utf-8")
-            old = None
-            if path.exists():
-                old = path.parent / f".{path.name}.old-{uuid.uuid4().hex}"
-                os.rename(path, old)
-            os.rename(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+
+        replace_folder(Path(path), write)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, mmap: bool = False) -> BM25Index:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +19,7 @@ import numpy as np
 
 from ragmix._extras import require
 from ragmix.errors import BadInputError, CollectionError
+from ragmix.retrieval._folders import replace_folder
 from ragmix.types import ScoredId
 
 if TYPE_CHECKING:
@@ -227,25 +226,14 @@ class SparseIndex:
         sees the old index or the new one, never a mix (a crash between the two
         renames leaves the old one at ``.<name>.old-*``).
         """
-        path = Path(path)
-        tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
-        tmp.mkdir(parents=True)
-        try:
+        def write(tmp: Path) -> None:
             for name, array in zip(_ARRAYS, (self._ids, self._indptr, self._indices, self._data)):
                 np.save(tmp / f"{name}.npy", np.asarray(array))
             params = {"format": _FORMAT, "vocab_size": self.vocab_size, "encoder": self.encoder,
                       "n_docs": len(self._ids), "nnz": self.nnz}
             (tmp / "params.json").write_text(json.dumps(params, indent=2), encoding="utf-8")
-            old = None
-            if path.exists():
-                old = path.parent / f".{path.name}.old-{uuid.uuid4().hex}"
-                os.rename(path, old)
-            os.rename(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+
+        replace_folder(Path(path), write)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, mmap: bool = False) -> SparseIndex:
