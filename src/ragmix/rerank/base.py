@@ -24,7 +24,6 @@ that RAG, MarginalRAG and the evaluation functions call.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Protocol, runtime_checkable
@@ -145,4 +144,4 @@ class RerankedSearch:
         rest = hits[self.depth:k]
         floor = min((h.score for h in head), default=0.0)
         scores = [h.score for h in head] + [floor - n for n in range(1, len(rest) + 1)]
-        return renumbered([*head, *rest], scores) if math.isfinite(floor) else head
+        return renumbered([*head, *rest], scores)
