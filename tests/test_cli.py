@@ -44,7 +44,7 @@ def test_index_search_info_delete(tmp_path: Path, corpus: Path) -> None:
     assert json.loads(weighted.output)[0]["source"].endswith("doc0003.md")
     assert json.loads(weighted.output)[0]["score"] <= 1.0  # weighted mean of min-max scores
 
-    table = runner.invoke(cli, ["search", "marker3", "-c", str(col), "--mode", "bm25"])
+    table = runner.invoke(cli, ["search", "marker3", "-c", str(col), "-r", "bm25"])
     assert table.exit_code == 0, table.output
     assert "doc0003.md" in table.output  # the source column
 
@@ -54,7 +54,7 @@ def test_index_search_info_delete(tmp_path: Path, corpus: Path) -> None:
     deleted = runner.invoke(cli, ["delete", "*doc0003.md", "-c", str(col)])
     assert deleted.exit_code == 0 and "deleted 1" in deleted.output
     gone = json.loads(runner.invoke(cli, ["search", "marker3", "-c", str(col), "--json",
-                                          "--mode", "bm25"]).output)
+                                          "-r", "bm25"]).output)
     assert all(not h["source"].endswith("doc0003.md") for h in gone)
 
 
@@ -142,7 +142,7 @@ def test_ragmix_own_warnings_still_reach_the_cli_output(tmp_path: Path, corpus: 
     assert _index(runner, col, corpus).exit_code == 0
     (col / "bm25" / "params.json").write_text("{}")
     with _no_logging_configured():
-        result = runner.invoke(cli, ["search", "marker3", "-c", str(col), "--mode", "bm25"])
+        result = runner.invoke(cli, ["search", "marker3", "-c", str(col), "-r", "bm25"])
     assert result.exit_code == 0, result.output
     assert "rebuilding unreadable" in result.stderr and "doc0003.md" in result.output
 

@@ -34,9 +34,9 @@ def col(tmp_path: Path, corpus: Path) -> Path:
 def test_search_reranks_the_first_stage_with_query_likelihood(col, generator_dir):
     runner = CliRunner()
     plain = json.loads(runner.invoke(cli, ["search", "marker3 marker4", "-c", str(col), "--json",
-                                           "-k", "6", "--mode", "dense"]).output)
+                                           "-k", "6", "-r", "dense"]).output)
     result = runner.invoke(cli, ["search", "marker3 marker4", "-c", str(col), "--json", "-k", "3",
-                                 "--mode", "dense", "--rerank", "query-likelihood",
+                                 "-r", "dense", "--rerank", "query-likelihood",
                                  "--rerank-model", str(generator_dir), "--rerank-depth", "6"])
     assert result.exit_code == 0, result.output
     hits = json.loads(result.output)
@@ -73,7 +73,7 @@ def test_eval_retrieval_labels_the_reranked_run(tmp_path, generator_dir):
         "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(3)))
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, [
-        "eval", "retrieval", "--data-dir", str(data), "--mode", "bm25", "--encoder", "hashing-64",
+        "eval", "retrieval", "--data-dir", str(data), "-r", "bm25", "--encoder", "hashing-64",
         "--rerank", "query-likelihood", "--rerank-model", str(generator_dir),
         "--rerank-depth", "4", "--out", str(out)])
     assert result.exit_code == 0, result.output

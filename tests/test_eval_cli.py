@@ -58,7 +58,7 @@ def test_eval_retrieval_end_to_end(tmp_path: Path, beir: Path) -> None:
     out = tmp_path / "out"
     result = _eval(runner, "--corpus", str(beir / "corpus.jsonl"), "--queries",
                    str(beir / "queries.jsonl"), "--qrels", str(beir / "qrels" / "test.tsv"),
-                   "--mode", "bm25", "--mode", "hybrid", "--out", str(out))
+                   "-r", "bm25", "-r", "hybrid", "--out", str(out))
     assert result.exit_code == 0, result.output
     assert "nDCG@10" in result.output and "R@100" in result.output
 
@@ -81,13 +81,13 @@ def test_eval_retrieval_end_to_end(tmp_path: Path, beir: Path) -> None:
 def test_data_dir_reuses_the_collection(tmp_path: Path, beir: Path) -> None:
     runner = CliRunner()
     out = tmp_path / "out"
-    first = _eval(runner, "--data-dir", str(beir), "-m", "bm25", "--out", str(out))
+    first = _eval(runner, "--data-dir", str(beir), "-r", "bm25", "--out", str(out))
     assert first.exit_code == 0, first.output
     assert "building collection" in first.output
     collection = out / "collection-tiny-hashing-1024"
     assert (collection / "manifest.json").exists()
     # the collection's own encoder is used when --encoder is left out
-    again = runner.invoke(cli, ["eval", "retrieval", "--data-dir", str(beir), "-m", "dense",
+    again = runner.invoke(cli, ["eval", "retrieval", "--data-dir", str(beir), "-r", "dense",
                                 "--limit", "2", "--collection", str(collection),
                                 "--out", str(out)])
     assert again.exit_code == 0, again.output
@@ -105,7 +105,7 @@ def test_usage_errors_are_clean(tmp_path: Path, beir: Path) -> None:
     no_split = _eval(runner, "--data-dir", str(beir), "--split", "dev")
     assert no_split.exit_code == 1 and "no 'dev' split" in no_split.output
     col = tmp_path / "col"
-    assert _eval(runner, "--data-dir", str(beir), "-m", "bm25", "-c", str(col),
+    assert _eval(runner, "--data-dir", str(beir), "-r", "bm25", "-c", str(col),
                  "--out", str(tmp_path / "o")).exit_code == 0
     other = runner.invoke(cli, ["eval", "retrieval", "--data-dir", str(beir), "-c", str(col),
                                 "--encoder", "hashing-32", "--out", str(tmp_path / "o")])

@@ -127,7 +127,7 @@ def test_cli_index_search_info_delete_with_store(pg_url, pg_location, corpus, mo
     ok(runner.invoke(cli, ["index", str(corpus), "-c", name, "--store", pg_url,
                            "--encoder", "hashing-256", "--index-option", "M=8"]))
     monkeypatch.setenv("RAGMIX_STORE", pg_url)
-    result = runner.invoke(cli, ["search", "marker4", "-c", name, "-m", "bm25", "--json", "-k", "1"])
+    result = runner.invoke(cli, ["search", "marker4", "-c", name, "-r", "bm25", "--json", "-k", "1"])
     ok(result)
     assert json.loads(result.output)[0]["source"].endswith("doc0004.md")
     result = runner.invoke(cli, ["info", "-c", name, "--json"])

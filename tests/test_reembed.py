@@ -70,7 +70,7 @@ def test_cli_reembed(source, tmp_path):
     assert result.exit_code == 0, result.output
     assert "re-embedded" in result.output
     result = CliRunner().invoke(cli, ["search", "marker2", "-c", str(tmp_path / "new"), "-k", "1",
-                                      "--mode", "dense", "--json"])
+                                      "-r", "dense", "--json"])
     assert result.exit_code == 0 and "doc0002.md" in result.output
 
 

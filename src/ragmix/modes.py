@@ -5,6 +5,8 @@ One place, so a choice offered by ``ragmix ask`` is the one the library accepts.
 
 from __future__ import annotations
 
+from ragmix.errors import BadInputError
+
 # The generator `ragmix ask`, `eval qa`, `serve` and load_generator() use unless told:
 # SmolLM2-135M-Instruct with ragmix's reader adapter, trained on SQuAD train questions
 # (ragmix.generation.reader); "smollm2" is the model as packaged, what training starts from.
@@ -49,11 +51,40 @@ def ask_decoding(mode: str, decoding: str | None) -> str:
         return "thorough"
     return decoding
 
-# `eval qa` and the benches name a generation mode and its decoding in one word:
-# MODE[-DECODING], e.g. "rag-sequence-fast", "stuff-grounded" ("rag-sequence" alone is
-# thorough, "stuff" alone generates freely).
+# The `--decoding` values (`ask`'s vocabulary) each generation mode has: `eval qa` runs a
+# decoding with the modes in this table, as `ask` accepts them (free: RAG-Sequence's thorough).
+MODE_DECODINGS = {"stuff": ("grounded", "free"),
+                  "rag-sequence": ("grounded", "free", *FREE_DECODINGS),
+                  "rag-token": ("free",)}
+
+# `eval qa`'s results and journals, and the benches, name a generation mode and its
+# decoding in one word: MODE[-DECODING], e.g. "rag-sequence-fast", "stuff-grounded"
+# ("rag-sequence" alone is thorough, "stuff" and "rag-token" alone generate freely).
 QA_MODES = ("stuff", "stuff-grounded", "rag-sequence", "rag-sequence-fast",
             "rag-sequence-grounded", "rag-token")
+
+
+def qa_mode_name(mode: str, decoding: str | None = None) -> str:
+    """The one-word ``eval qa`` name of a generation mode and an ``ask`` decoding.
+
+    ``decoding`` None is ``ask``'s default (:func:`ask_decoding`); "free" names no
+    decoding. :func:`split_qa_mode` reads the name back, free decoding as "thorough",
+    which is what the library calls it.
+
+    >>> qa_mode_name("rag-sequence", "fast"), qa_mode_name("stuff", "free")
+    ('rag-sequence-fast', 'stuff')
+    >>> qa_mode_name("rag-sequence"), qa_mode_name("rag-token")
+    ('rag-sequence-grounded', 'rag-token')
+    >>> split_qa_mode(qa_mode_name("rag-sequence", "free"))
+    ('rag-sequence', 'thorough')
+    """
+    if mode not in MODE_DECODINGS:
+        raise BadInputError(f"mode must be one of {GENERATION_MODES}, got {mode!r}")
+    if decoding is not None and decoding not in MODE_DECODINGS[mode]:
+        raise BadInputError(f"mode {mode} decodes {' or '.join(MODE_DECODINGS[mode])}, not "
+                         f"{decoding!r}")
+    decoding = ask_decoding(mode, decoding)
+    return mode if decoding in ("free", "thorough") else f"{mode}-{decoding}"
 
 
 def split_qa_mode(name: str) -> tuple[str, str]:

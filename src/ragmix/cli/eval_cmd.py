@@ -2,59 +2,49 @@
 
 Examples::
 
-    ragmix eval retrieval --data-dir ../shared/data/scifact --mode bm25 --mode hybrid
+    ragmix eval retrieval --data-dir ../shared/data/scifact -r bm25 -r hybrid
     ragmix eval retrieval --corpus corpus.jsonl --queries queries.jsonl \\
         --qrels qrels/test.tsv --collection scifact-col --out eval-results/scifact
     ragmix eval qa --questions ../shared/data/squad-open/dev-questions.jsonl \\
-        --corpus ../shared/data/squad-open/paragraphs.jsonl --limit 500 --retrieval bm25 \
-        --mode stuff --mode rag-sequence --mode rag-token
+        --corpus ../shared/data/squad-open/paragraphs.jsonl --limit 500 -r bm25 \\
+        -m stuff -m rag-sequence -m rag-token --decoding grounded --decoding free
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from pathlib import Path
 
 import click
-
-from ragmix.modes import DEFAULT_GENERATOR
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from ragmix.cli.options import (
-    MODES,
     dtype_option,
     fusion_option,
     query_encoder_option,
     rerank_options,
     reranker_from_options,
     retrieval_option,
+    retrieval_with_old_mode,
     scoring_option,
 )
-from ragmix.modes import QA_MODES, split_qa_mode
+from ragmix.cli.qa_options import qa_decoding_option, qa_mode_option, qa_runs
+from ragmix.modes import DEFAULT_GENERATOR
 from ragmix.retrieval.retrievers import DEFAULT_FUSION
 
 err = Console(stderr=True)
 out = Console()
 
-mode_option = click.option("--mode", "-m", "modes", type=click.Choice(MODES), multiple=True,
-                           help="Retrieval mode; repeat to compare several.")
-qa_mode_option = click.option(
-    "--mode", "-m", "modes", type=click.Choice(QA_MODES), multiple=True,
-    help="How the generator uses the passages, and its decoding: rag-sequence-fast is "
-         "RAG-Sequence with fast decoding, *-grounded answers with a verbatim span "
-         "[default: stuff]; repeat to compare several.")
+DEFAULT_EVAL_MODES = ("dense", "bm25", "hybrid")
+
 encoder_option = click.option(
     "--encoder", default="minilm", show_default=True,
     help="minilm, hashing-DIM or a local folder; used when the collection is built.")
 out_option = click.option("--out", "out_dir", type=click.Path(file_okay=False),
                           default="eval-results", show_default=True,
                           help="Folder for results.json and report.md.")
-
-DEFAULT_EVAL_MODES = ("dense", "bm25", "hybrid")
 
 
 @click.group("eval")
@@ -121,11 +111,6 @@ def _indexed(col_dir: Path, corpus: Path, encoder: str, dtype: str):
     return col
 
 
-def _collection_meta(col_dir: Path, info: dict) -> dict:
-    return {"path": str(col_dir), **{key: info[key] for key in
-            ("encoder", "documents", "chunks", "chunker", "index")}}
-
-
 def _label(mode: str, fusion: str) -> str:
     return mode if mode != "hybrid" or fusion == DEFAULT_FUSION else f"hybrid-{fusion}"
 
@@ -140,7 +125,9 @@ def _label(mode: str, fusion: str) -> str:
               help="BEIR queries.jsonl (_id, text).")
 @click.option("--qrels", type=click.Path(exists=True, dir_okay=False),
               help="Judgements: BEIR TSV (query-id, corpus-id, score) or TREC qrels.")
-@mode_option
+@retrieval_with_old_mode(multiple=True,
+                         help_text="Retrieval mode; repeat to compare several "
+                                   f"[default: {', '.join(DEFAULT_EVAL_MODES)}].")
 @fusion_option
 @click.option("--collection", "-c", "collection_dir", type=click.Path(file_okay=False),
               help="Collection of the corpus: built if missing, reused (and completed) if "
@@ -151,16 +138,16 @@ def _label(mode: str, fusion: str) -> str:
 @rerank_options
 @out_option
 @dtype_option
-def retrieval(data_dir, split, corpus, queries, qrels, modes, fusion, collection_dir, encoder,
-              limit, rerank, rerank_model, rerank_depth, rerank_weight, out_dir, dtype):
-    """nDCG@10, MRR@10 and recall@1/5/10/20/100 of each mode (default: all) on BEIR data.
+def retrieval(data_dir, split, corpus, queries, qrels, retrieval, fusion, collection_dir,
+              encoder, limit, rerank, rerank_model, rerank_depth, rerank_weight, out_dir, dtype):
+    """nDCG@10, MRR@10 and recall@1/5/10/20/100 of each retrieval mode on BEIR data.
 
     Documents are ranked at their best chunk; the numbers match trec_eval's.
     Writes OUT/results.json (with per-query values), OUT/report.md, and the
     plots OUT/recall_at_k.png and OUT/latency.png.
 
     \b
-    ragmix eval retrieval --data-dir ../shared/data/scifact --mode bm25
+    ragmix eval retrieval --data-dir ../shared/data/scifact -r bm25
     """
     from ragmix.cli.progress import RichProgress
     from ragmix.dtypes import resolve_dtype
@@ -169,11 +156,10 @@ def retrieval(data_dir, split, corpus, queries, qrels, modes, fusion, collection
         RETRIEVAL_COLUMNS,
         retrieval_markdown,
         retrieval_results,
-        run_info,
         write_report,
     )
     from ragmix.evaluation.retrieval_metrics import latency_summary
-    from ragmix.evaluation.run_retrieval import CHUNKS_PER_DOC, evaluate_retrieval
+    from ragmix.evaluation.run_retrieval import evaluate_retrieval
 
     dtype = resolve_dtype(dtype)
     corpus, queries_path, qrels_path = _beir_paths(data_dir, split, corpus, queries, qrels)
@@ -181,7 +167,7 @@ def retrieval(data_dir, split, corpus, queries, qrels, modes, fusion, collection
     texts = judged_queries(load_queries(queries_path), judgements)
     if limit is not None:
         judgements = dict(list(judgements.items())[:limit])
-    modes = modes or DEFAULT_EVAL_MODES  # SPLADE encodes the corpus: only when asked
+    modes = retrieval or DEFAULT_EVAL_MODES  # SPLADE encodes the corpus: only when asked
 
     col_dir = (Path(collection_dir) if collection_dir
                else _default_collection(out_dir, corpus, encoder))
@@ -197,20 +183,12 @@ def retrieval(data_dir, split, corpus, queries, qrels, modes, fusion, collection
                     searcher, texts, judgements, mode=mode, progress=progress)
         info = col.info()
 
-    meta = {
-        **run_info(),
-        "data": {"corpus": str(corpus), "queries": str(queries_path), "qrels": str(qrels_path),
-                 "judged_queries": len(judgements), "limit": limit},
-        "collection": _collection_meta(col_dir, info),
-        "settings": {"k": 100, "chunk_depth": 100 * CHUNKS_PER_DOC, "fusion": fusion,
-                     "pooling": "max over chunks", "dtype": dtype,
-                     "rerank": rerank, "rerank_model": rerank_model,
-                     "rerank_depth": rerank_depth if rerank else None,
-                     "rerank_weight": rerank_weight if rerank else None},
-    }
-    plots = _write_plots(out_dir, {mode: r.metrics for mode, r in reports.items()},
-                         {mode: r.latency_s.values() for mode, r in reports.items()},
-                         prefix="recall", what="query (search only)")
+    meta = _retrieval_meta((corpus, queries_path, qrels_path), len(judgements), limit, col_dir,
+                           info, fusion=fusion, dtype=dtype, rerank=rerank,
+                           rerank_model=rerank_model, rerank_depth=rerank_depth,
+                           rerank_weight=rerank_weight)
+    plots = _plots(out_dir, {mode: r.metrics for mode, r in reports.items()},
+                   {mode: r.latency_s.values() for mode, r in reports.items()})
     results_path, report_path = write_report(
         out_dir, retrieval_results(reports, meta), retrieval_markdown(reports, meta) + plots)
     rows = {mode: {**r.metrics, "ms/q": latency_summary(r.latency_s.values())["mean"]}
@@ -220,31 +198,63 @@ def retrieval(data_dir, split, corpus, queries, qrels, modes, fusion, collection
     err.print(f"wrote {results_path} and {report_path}")
 
 
-def _write_plots(out_dir, metrics_by_mode, seconds_by_mode, *, prefix: str, what: str) -> str:
-    """Draw recall_at_k.png and latency.png into OUT; return the report's Markdown for them.
+def _retrieval_meta(paths, n_judged: int, limit, col_dir: Path, info: dict, *, fusion: str,
+                    dtype: str, rerank, rerank_model, rerank_depth: int,
+                    rerank_weight: float) -> dict:
+    """What eval retrieval's report records: when, on what data and collection, how."""
+    from ragmix.evaluation.report import collection_meta, run_info
+    from ragmix.evaluation.run_retrieval import CHUNKS_PER_DOC
 
-    Without matplotlib the plots are skipped with a note: the numbers matter more.
-    """
+    corpus, queries, qrels = map(str, paths)
+    return {
+        **run_info(),
+        "data": {"corpus": corpus, "queries": queries, "qrels": qrels,
+                 "judged_queries": n_judged, "limit": limit},
+        "collection": collection_meta(col_dir, info),
+        "settings": {"k": 100, "chunk_depth": 100 * CHUNKS_PER_DOC, "fusion": fusion,
+                     "pooling": "max over chunks", "dtype": dtype,
+                     "rerank": rerank, "rerank_model": rerank_model,
+                     "rerank_depth": rerank_depth if rerank else None,
+                     "rerank_weight": rerank_weight if rerank else None},
+    }
+
+
+def _plots(out_dir, metrics_by_mode, seconds_by_mode) -> str:
+    """eval retrieval's plots and their Markdown; without matplotlib a note instead."""
     from ragmix.errors import MissingExtraError
-    from ragmix.evaluation.plots import LATENCY_PNG, RECALL_PNG, plot_latency_histogram, \
-        plot_recall_curves
+    from ragmix.evaluation.plots import report_plots
 
     try:
-        label = "answer recall@k" if prefix == "answer_recall" else "recall@k"
-        plot_recall_curves(metrics_by_mode, Path(out_dir) / RECALL_PNG, prefix=prefix,
-                           title=label, ylabel=label)
-        plot_latency_histogram(seconds_by_mode, Path(out_dir) / LATENCY_PNG,
-                               title=f"Latency per {what}")
-    except MissingExtraError as exc:
+        return report_plots(out_dir, metrics_by_mode, seconds_by_mode, prefix="recall",
+                            what="query (search only)")
+    except MissingExtraError as exc:  # the numbers matter more
         err.print(f"[yellow]no plots:[/] {exc}")
         return ""
-    return f"## Plots\n\n![{label}]({RECALL_PNG})\n\n![latency]({LATENCY_PNG})\n"
 
 
-def _journal_path(out_dir: str | Path, mode: str, run_key: dict) -> Path:
-    """Where a QA run journals its answers: one file per mode and run, under OUT/.journal."""
-    digest = hashlib.sha1(json.dumps(run_key, sort_keys=True).encode()).hexdigest()[:10]
-    return Path(out_dir) / ".journal" / f"qa-{mode}-{digest}.jsonl"
+def _qa_collection(collection_dir, corpus, encoder: str, out_dir: str, dtype: str,
+                   query_encoder: str | None):
+    """The collection eval qa answers from: --corpus indexed into it first, and with
+    --query-encoder's tower for the queries."""
+    from ragmix.store import Collection
+
+    if corpus is not None:
+        col_dir = Path(collection_dir) if collection_dir else _default_collection(
+            out_dir, Path(corpus), encoder)
+        col = _indexed(col_dir, Path(corpus), encoder, dtype)
+    elif collection_dir is not None:
+        col = Collection.open(collection_dir, dtype=dtype)
+    else:
+        raise click.UsageError("give --collection DIR, --corpus FILE, or both")
+    if query_encoder is not None:
+        from ragmix.encoders import load_encoder
+
+        try:
+            col.use_query_encoder(load_encoder(query_encoder, dtype=dtype))
+        except BaseException:
+            col.close()
+            raise
+    return col
 
 
 @eval_group.command("qa")
@@ -257,6 +267,7 @@ def _journal_path(out_dir: str | Path, mode: str, run_key: dict) -> Path:
               help="BEIR-style corpus.jsonl to index into the collection first.")
 @encoder_option
 @qa_mode_option
+@qa_decoding_option
 @retrieval_option
 @fusion_option
 @click.option("-k", "--top-k", "k", type=click.IntRange(min=1), default=5, show_default=True,
@@ -279,53 +290,34 @@ def _journal_path(out_dir: str | Path, mode: str, run_key: dict) -> Path:
 @rerank_options
 @out_option
 @dtype_option
-def qa(questions, collection_dir, corpus, encoder, modes, retrieval, fusion, k, tau, beams,
-       scoring, limit, seed, generator, query_encoder, no_generate, regex, max_new_tokens,
+def qa(questions, collection_dir, corpus, encoder, modes, decodings, retrieval, fusion, k, tau,
+       beams, scoring, limit, seed, generator, query_encoder, no_generate, regex, max_new_tokens,
        rerank, rerank_model, rerank_depth, rerank_weight, out_dir, dtype):
     """Exact match, token F1, contains and answer recall@1/5/10/20 of each generation mode.
 
-    The same sampled questions for every mode; answer recall comes from the
-    --retrieval mode (default hybrid). Answers are written to OUT/.journal as
-    they finish: after a crash, the same command resumes where it stopped.
+    Every --mode runs with each --decoding it has (one row each, named MODE[-DECODING]:
+    stuff-grounded, rag-sequence-fast), on the same sampled questions; answer recall
+    comes from the --retrieval mode (default hybrid). Answers are written to
+    OUT/.journal as they finish: after a crash, the same command resumes where it stopped.
 
     \b
     ragmix eval qa --questions ../shared/data/squad-open/dev-questions.jsonl \\
-        --corpus ../shared/data/squad-open/paragraphs.jsonl --limit 200 --mode bm25
+        --corpus ../shared/data/squad-open/paragraphs.jsonl --limit 200 -r bm25 \\
+        -m stuff -m rag-sequence --decoding grounded --decoding free
     """
     from ragmix.cli.progress import RichProgress
     from ragmix.dtypes import resolve_dtype
-    from ragmix.evaluation.datasets import load_qa
-    from ragmix.evaluation.report import qa_markdown, qa_results, run_info, write_report
-    from ragmix.evaluation.run_qa import evaluate_qa, sample_questions
-    from ragmix.store import Collection
+    from ragmix.evaluation.qa_eval import QASample, run_qa_eval
 
     dtype = resolve_dtype(dtype)
-    examples = sample_questions(load_qa(questions), limit, seed)
-    if corpus is not None:
-        col_dir = Path(collection_dir) if collection_dir else _default_collection(
-            out_dir, Path(corpus), encoder)
-        col = _indexed(col_dir, Path(corpus), encoder, dtype)
-    elif collection_dir is not None:
-        col_dir, col = Path(collection_dir), Collection.open(collection_dir, dtype=dtype)
-    else:
-        raise click.UsageError("give --collection DIR, --corpus FILE, or both")
-    if query_encoder is not None:
-        from ragmix.encoders import load_encoder
-
-        try:
-            col.use_query_encoder(load_encoder(query_encoder, dtype=dtype))
-        except BaseException:
-            col.close()
-            raise
-    modes = (retrieval,) if no_generate else (modes or ("stuff",))
-    reports = {}
+    runs = () if no_generate else qa_runs(modes, decodings)
+    sample = QASample.load(questions, limit=limit, seed=seed)
+    col = _qa_collection(collection_dir, corpus, encoder, out_dir, dtype, query_encoder)
     try:
         reranker = reranker_from_options(rerank, rerank_model, rerank_weight, dtype, col)
     except BaseException:
         col.close()
         raise
-    if reranker is not None and tau is None:
-        tau = reranker.tau
     with col:
         gen = None
         if not no_generate:
@@ -333,51 +325,30 @@ def qa(questions, collection_dir, corpus, encoder, modes, retrieval, fusion, k, 
 
             with err.status(f"loading generator {generator}"):
                 gen = load_generator(generator, dtype=dtype)
-        run_key = {"collection": str(col_dir.resolve()), "questions": str(Path(questions).resolve()),
-                   "limit": limit, "seed": seed, "fusion": fusion, "query_encoder": query_encoder,
-                   "dtype": dtype, "rerank": reranker and reranker.name,
-                   "rerank_model": rerank_model, "rerank_depth": rerank_depth}
-        journals = {mode: _journal_path(out_dir, mode, run_key) for mode in modes}
-        for mode, path in journals.items():
-            if path.exists():
-                err.print(f"resuming {mode} from {path}")
         with RichProgress(err) as progress:
-            for mode in modes:
-                generation, decoding = split_qa_mode(mode)
-                reports[mode] = evaluate_qa(
-                    col.searcher(fusion=fusion, rerank=reranker, rerank_depth=rerank_depth),
-                    gen, examples, mode=retrieval, k=k, regex=regex,
-                    max_new_tokens=max_new_tokens, progress=progress,
-                    generation="stuff" if no_generate else generation, tau=tau, beams=beams,
-                    decoding=decoding, scoring=scoring, journal=journals[mode])
-        info = col.info()
-    meta = {**run_info(),
-            "data": {"questions": str(questions), "n_questions": len(examples), "limit": limit,
-                     "seed": seed, "regex": regex},
-            "collection": _collection_meta(col_dir, info),
-            "settings": {"k": k, "retrieval": retrieval, "fusion": fusion, "tau": tau,
-                         "beams": beams, "scoring": scoring, "max_new_tokens": max_new_tokens,
-                         "generator": None if no_generate else generator,
-                         "query_encoder": query_encoder, "dtype": dtype,
-                         "rerank": reranker and reranker.name, "rerank_depth": rerank_depth}}
-    plots = _write_plots(out_dir, {mode: r.metrics for mode, r in reports.items()},
-                         {mode: [q.retrieval_s + (q.generation_s or 0.0) for q in r.results]
-                          for mode, r in reports.items()},
-                         prefix="answer_recall",
-                         what="question (retrieval only)" if no_generate else "question")
-    results_path, report_path = write_report(
-        out_dir, qa_results(reports, meta), qa_markdown(reports, meta) + plots)
-    for path in journals.values():  # the report holds every answer now
-        path.unlink(missing_ok=True)
-    names = list(dict.fromkeys(n for r in reports.values() for n in r.metrics))
-    table = Table(title=f"{len(examples)} questions", title_justify="left", box=box.SIMPLE_HEAD,
-                  pad_edge=False, padding=(0, 1, 0, 0))
+            result = run_qa_eval(
+                col, gen, sample, out_dir, runs=runs, retrieval=retrieval, fusion=fusion, k=k,
+                tau=tau, beams=beams, scoring=scoring, max_new_tokens=max_new_tokens,
+                regex=regex, reranker=reranker, rerank_depth=rerank_depth,
+                generator_name=generator, query_encoder=query_encoder, rerank_model=rerank_model,
+                dtype=dtype, progress=progress,
+                on_resume=lambda name, path: err.print(f"resuming {name} from {path}"))
+    if result.plots_skipped:
+        err.print(f"[yellow]no plots:[/] {result.plots_skipped}")
+    out.print(_qa_table(result))
+    err.print(f"wrote {result.results_path} and {result.report_path}")
+
+
+def _qa_table(result) -> Table:
+    """One row per run, one column per metric any run has."""
+    names = list(dict.fromkeys(n for r in result.reports.values() for n in r.metrics))
+    table = Table(title=f"{result.n_questions} questions", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
     short = {"retrieval_ms": "ret ms", "s_per_question": "s/q", "em": "EM", "f1": "F1"}
     for column in ("mode", *names):
         table.add_column(short.get(column, column.replace("answer_recall", "AR")),
                          justify="right", no_wrap=True)
-    for mode, report in reports.items():
+    for mode, report in result.reports.items():
         table.add_row(mode, *(f"{report.metrics[n]:.3f}" if n in report.metrics else "-"
                               for n in names))
-    out.print(table)
-    err.print(f"wrote {results_path} and {report_path}")
+    return table

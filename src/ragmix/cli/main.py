@@ -26,7 +26,6 @@ from ragmix.cli.options import (
     CHUNKER_NAMES,
     GENERATION_MODES,
     INDEX_KINDS,
-    MODES,
     collection_location,
     dtype_option,
     fusion_option,
@@ -40,6 +39,7 @@ from ragmix.cli.options import (
     reranker_from_options,
     query_encoder_option,
     retrieval_option,
+    retrieval_with_old_mode,
     store_option,
 )
 from ragmix.cli.quiet import quiet_third_party
@@ -55,10 +55,6 @@ collection_option = click.option(
     "--collection", "-c", "collection_dir", envvar="RAGMIX_COLLECTION", default=".ragmix",
     show_default=True, type=click.Path(file_okay=False),
     help="Collection directory, or its name with --store ($RAGMIX_COLLECTION).",
-)
-mode_option = click.option(
-    "--mode", "-m", type=click.Choice(MODES), default="hybrid",
-    show_default=True, help="Retrieval mode.",
 )
 k_option = click.option("-k", "--top-k", "k", type=click.IntRange(min=1), default=5,
                         show_default=True, help="Number of passages.")
@@ -231,7 +227,7 @@ def _reranker(rerank, model, weight, dtype, col):
 @cli.command()
 @click.argument("query")
 @collection_option
-@mode_option
+@retrieval_with_old_mode(default="hybrid")
 @k_option
 @source_option
 @fusion_option
@@ -239,19 +235,20 @@ def _reranker(rerank, model, weight, dtype, col):
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
 @store_option
 @dtype_option
-def search(query, collection_dir, mode, k, source, fusion, rerank, rerank_model, rerank_depth,
-           rerank_weight, as_json, store, dtype):
+def search(query, collection_dir, retrieval, k, source, fusion, rerank, rerank_model,
+           rerank_depth, rerank_weight, as_json, store, dtype):
     """Retrieve the top-k passages for QUERY.
 
     \b
     ragmix search "how are documents chunked?" -c my-col -k 3
+    ragmix search "how are documents chunked?" -c my-col -r bm25
     ragmix search "how are documents chunked?" -c my-col --rerank late-interaction
     """
     from ragmix.cli.render import hits_table
 
     with _open(collection_dir, dtype=dtype, store=store) as col:
         reranker = _reranker(rerank, rerank_model, rerank_weight, dtype, col)
-        hits = col.search(query, k, mode=mode, source=source, fusion=fusion, rerank=reranker,
+        hits = col.search(query, k, mode=retrieval, source=source, fusion=fusion, rerank=reranker,
                           rerank_depth=rerank_depth)
     if as_json:
         click.echo(json.dumps([asdict(h) for h in hits], indent=2))

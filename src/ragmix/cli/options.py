@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from ragmix.chunking import CHUNKERS
 from ragmix.dtypes import DTYPES, ENV_VAR
@@ -32,6 +34,37 @@ retrieval_option = click.option(
     "--retrieval", "-r", type=click.Choice(MODES), default="hybrid", show_default=True,
     help="Retrieval mode.",
 )
+
+MODE_IS_RETRIEVAL = "--mode is now --retrieval/-r for the retrieval mode"
+
+
+def retrieval_with_old_mode(*, multiple: bool = False, default: str | None = None,
+                            help_text: str = "Retrieval mode."):
+    """--retrieval/-r, plus the old spelling --mode/-m as a hidden, deprecated alias.
+
+    ``search`` and ``eval retrieval`` named the retrieval mode --mode, as ``ask`` names the
+    generation mode; old scripts keep working, warned once on stderr. The command
+    receives ``retrieval`` only.
+    """
+    def decorate(fn):
+        @functools.wraps(fn)
+        def command(*args, retrieval, old_mode, **kwargs):
+            if old_mode:
+                ctx = click.get_current_context()
+                if ctx.get_parameter_source("retrieval") is not ParameterSource.DEFAULT:
+                    raise click.UsageError("give the retrieval mode as --retrieval/-r; the old "
+                                           "--mode/-m is the same option, not both")
+                click.echo(MODE_IS_RETRIEVAL, err=True)
+                retrieval = old_mode
+            return fn(*args, retrieval=retrieval, **kwargs)
+
+        command = click.option("--mode", "-m", "old_mode", type=click.Choice(MODES),
+                               multiple=multiple, default=None, hidden=True)(command)
+        return click.option("--retrieval", "-r", "retrieval", type=click.Choice(MODES),
+                            multiple=multiple, default=default,
+                            show_default=default is not None and not multiple,
+                            help=help_text)(command)
+    return decorate
 
 
 scoring_option = click.option(
@@ -81,7 +114,8 @@ def marginal_options(fn):
 
 
 __all__ = ["CHUNKER_NAMES", "DECODINGS", "FUSIONS", "GENERATION_MODES", "INDEX_KINDS", "MODES",
-           "fusion_option", "marginal_options", "min_confidence_option", "retrieval_option", "scoring_option"]
+           "fusion_option", "marginal_options", "min_confidence_option", "retrieval_option",
+           "retrieval_with_old_mode", "scoring_option"]
 
 
 query_encoder_option = click.option(

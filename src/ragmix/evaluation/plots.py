@@ -105,3 +105,21 @@ def plot_latency_histogram(
     ax.set_ylabel("queries")
     ax.set_title(title)
     return _save(fig, path)
+
+
+def report_plots(
+    out_dir: str | Path, metrics_by_mode: Mapping[str, Mapping[str, float]],
+    seconds_by_mode: Mapping[str, Iterable[float]], *, prefix: str, what: str,
+) -> str:
+    """Draw OUT/recall_at_k.png and OUT/latency.png; return the report's Markdown for them.
+
+    ``prefix`` names the curves' metrics (``recall`` or ``answer_recall``), ``what`` the
+    unit one latency is for ("query (search only)", "question"). Raises
+    :class:`~ragmix.errors.MissingExtraError` without matplotlib.
+    """
+    label = "answer recall@k" if prefix == "answer_recall" else "recall@k"
+    plot_recall_curves(metrics_by_mode, Path(out_dir) / RECALL_PNG, prefix=prefix,
+                       title=label, ylabel=label)
+    plot_latency_histogram(seconds_by_mode, Path(out_dir) / LATENCY_PNG,
+                           title=f"Latency per {what}")
+    return f"## Plots\n\n![{label}]({RECALL_PNG})\n\n![latency]({LATENCY_PNG})\n"

@@ -37,6 +37,13 @@ def run_info() -> dict[str, str]:
             "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs"}
 
 
+def collection_meta(path: str | Path, info: Mapping) -> dict:
+    """What a report records of the collection: its path as given, and from
+    :meth:`~ragmix.store.Collection.info` what built it and how big it is."""
+    return {"path": str(path), **{key: info[key] for key in
+                                  ("encoder", "documents", "chunks", "chunker", "index")}}
+
+
 def retrieval_results(reports: Mapping[str, RetrievalReport], meta: Mapping) -> dict:
     """The JSON document of a retrieval run: its settings and every mode's report."""
     return {"task": "retrieval", **meta,
