@@ -404,6 +404,7 @@ def _register_subgroups() -> None:
     from ragmix.cli.train_cmd import train_group
     from ragmix.cli.train_late_cmd import late_interaction_command
     from ragmix.cli.train_reranker_cmd import reranker_command
+    from ragmix.cli.tune_cmd import tune
 
     train_group.add_command(reranker_command)
     train_group.add_command(late_interaction_command)
@@ -412,6 +413,7 @@ def _register_subgroups() -> None:
     cli.add_command(rerank_store)
     cli.add_command(serve)
     cli.add_command(train_group)
+    cli.add_command(tune)
 
 
 _register_subgroups()

@@ -239,6 +239,14 @@ class FaissIndex:
         self._install(self._new_base(1, None))
         self._index.add_with_ids(np.ascontiguousarray(vectors[keep]), current[keep])
 
+    def set_search_knobs(self, *, ef_search: int | None = None, nprobe: int | None = None) -> None:
+        """Set the ``ef_search`` (hnsw) or ``nprobe`` (ivf, ivfpq) of later searches; no rebuild."""
+        knobs = self._knobs(ef_search, nprobe)
+        if "efSearch" in knobs:
+            self._params["ef_search"] = self._base.hnsw.efSearch = knobs["efSearch"]
+        if "nprobe" in knobs:
+            self._params["nprobe"] = self._base.nprobe = knobs["nprobe"]
+
     # -- searching ----------------------------------------------------------------
     def search(
         self,

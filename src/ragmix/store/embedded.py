@@ -95,18 +95,24 @@ class EmbeddedBackend:
         return self.store.embeddings(ids, self._dim)
 
     # -- search ------------------------------------------------------------------
-    def vector_search(self, queries: np.ndarray, k: int, *,
-                      allowed_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def vector_search(self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None,
+                      ef_search: int | None = None,
+                      nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """See :meth:`StoreBackend.vector_search`; ``ef_search`` (hnsw) and ``nprobe`` (ivf,
+        ivfpq) override the index's setting for this call only."""
         index = self.views.dense(persist=False)
+        knobs = {"ef_search": ef_search, "nprobe": nprobe}
         if index.kind not in REFINED_KINDS:
-            return index.search(queries, k, allowed_ids=allowed_ids)
-        return self._refined_search(index, np.asarray(queries, dtype=np.float32), k, allowed_ids)
+            return index.search(queries, k, allowed_ids=allowed_ids, **knobs)
+        return self._refined_search(index, np.asarray(queries, dtype=np.float32), k, allowed_ids,
+                                    knobs)
 
     def _refined_search(self, index: FaissIndex, queries: np.ndarray, k: int,
-                        allowed_ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+                        allowed_ids: np.ndarray | None,
+                        knobs: dict[str, int | None]) -> tuple[np.ndarray, np.ndarray]:
         """A shortlist from the compressed codes, re-scored exactly: queries (q, dim) -> (q, k)."""
-        _, shortlist = index.search(queries, k * REFINE_FACTOR,
-                                    allowed_ids=allowed_ids)  # (q, k * REFINE_FACTOR)
+        _, shortlist = index.search(queries, k * REFINE_FACTOR, allowed_ids=allowed_ids,
+                                    **knobs)  # (q, k * REFINE_FACTOR)
         out_scores = np.full((len(queries), k), EMPTY_SCORE, dtype=np.float32)  # (q, k)
         out_ids = np.full((len(queries), k), -1, dtype=np.int64)  # (q, k)
         for row, (query, found) in enumerate(zip(queries, shortlist)):

@@ -38,6 +38,10 @@ class CollectionHome(Protocol):
 
     def load_manifest(self) -> Manifest: ...
 
+    def save_manifest(self, manifest: Manifest) -> None:
+        """Replace the stored manifest (atomically); hold :meth:`write_lock` around it."""
+        ...
+
     def index_settings(self, kind: str, params: dict[str, Any], dim: int) -> dict[str, Any]:
         """The manifest's ``index`` dict for ``kind`` and ``params``, validated."""
         ...
@@ -85,6 +89,9 @@ class DirectoryHome:
 
     def load_manifest(self) -> Manifest:
         return Manifest.load(self.directory)
+
+    def save_manifest(self, manifest: Manifest) -> None:
+        manifest.save(self.directory)
 
     def index_settings(self, kind: str, params: dict[str, Any], dim: int) -> dict[str, Any]:
         from ragmix.index import INDEX_KINDS

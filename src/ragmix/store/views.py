@@ -100,6 +100,9 @@ class Views:
         if path.exists():
             try:
                 index = FaissIndex.load(str(path))
+                # The manifest's search knobs win over the saved file's: ragmix tune
+                # changes them in the manifest only, and they need no rebuild.
+                index.set_search_knobs(**_search_knobs(index.kind, self._index_settings))
                 current = self._stamps().get("dense") == generation
                 return index, generation if current else -1
             except MissingExtraError:
@@ -120,6 +123,12 @@ class Views:
             ids = missing[start : start + _ADD_BATCH]
             self._dense.add(ids, self.store.embeddings(ids, self._dim))
         self._dense_generation = generation
+
+    def set_search_knobs(self, **knobs: int) -> None:
+        """Set ``ef_search`` / ``nprobe`` for later dense searches (the open view included)."""
+        self._index_settings.update(knobs)
+        if self._dense is not None:
+            self._dense.set_search_knobs(**_search_knobs(self._dense.kind, knobs))
 
     def save_dense(self) -> None:
         self._dense.save(str(self.directory / DENSE_FILE))
@@ -176,6 +185,12 @@ class Views:
         """
         self.dense(persist=persist)
         self.bm25(persist=persist)
+
+
+def _search_knobs(kind: str, settings: dict[str, Any]) -> dict[str, int]:
+    """The search-time knobs in ``settings`` that an index of ``kind`` takes."""
+    names = {"hnsw": ("ef_search",), "ivf": ("nprobe",), "ivfpq": ("nprobe",)}.get(kind, ())
+    return {name: settings[name] for name in names if settings.get(name) is not None}
 
 
 class ChunkTexts(Protocol):

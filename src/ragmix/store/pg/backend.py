@@ -164,9 +164,12 @@ class PgBackend:
         return rows.embeddings(self._conn, self.tables, ids)
 
     # -- search ------------------------------------------------------------------
-    def vector_search(self, queries: np.ndarray, k: int, *,
-                      allowed_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        s = self.settings
+    def vector_search(self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None,
+                      ef_search: int | None = None,
+                      nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """See :meth:`StoreBackend.vector_search`; ``ef_search`` (hnsw) and ``nprobe`` (ivf)
+        override the collection's settings for this call only."""
+        s = self.settings.searching_with(ef_search=ef_search, nprobe=nprobe)
         return pg.vector_search(self._conn, self.tables, queries, k, allowed_ids=allowed_ids,
                                 ef_search=s.ef_search,
                                 probes=s.nprobe if s.kind == "ivf" else None,

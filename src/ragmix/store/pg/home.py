@@ -100,6 +100,11 @@ class PgHome:
             raise CollectionError(f"corrupt manifest in {where}: {exc}") from None
         return Manifest.from_data(data, where=self.location, path=where)
 
+    def save_manifest(self, manifest: Manifest) -> None:
+        with pg.connect(self.url) as conn:
+            pg.set_meta(conn, pg.CollectionTables(self.name, dim=manifest.dim),
+                        {MANIFEST_KEY: json.dumps(asdict(manifest), sort_keys=True)})
+
     def index_settings(self, kind: str, params: dict[str, Any], dim: int) -> dict[str, Any]:
         if kind == "ivfpq":
             raise BadInputError("pgvector has no ivfpq index; use --index hnsw (with "

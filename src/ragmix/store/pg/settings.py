@@ -12,7 +12,7 @@ HnswOptions(m=32, ef_construction=64)
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from ragmix.errors import BadInputError
@@ -23,6 +23,8 @@ from ragmix.store.pg.search import DEFAULT_EF_SEARCH, MAX_EF_SEARCH
 PG_INDEX_KINDS = ("hnsw", "ivf", "flat")  # flat: no ANN index, every search exact
 KEYWORDS = ("bm25", "tsvector")
 _KNOBS = {"hnsw": ("M", "ef_construction", "ef_search"), "ivf": ("nlist", "nprobe"), "flat": ()}
+# The knob each kind reads at search time (ragmix tune sets it): None for exact search.
+SEARCH_KNOBS: dict[str, str | None] = {"hnsw": "ef_search", "ivf": "nprobe", "flat": None}
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,18 @@ class PgSettings:
                 f"{sorted(known - {'kind'})}")
         names = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in given.items() if key in names})
+
+    def searching_with(self, *, ef_search: int | None = None,
+                       nprobe: int | None = None) -> PgSettings:
+        """These settings with ``ef_search`` (hnsw) / ``nprobe`` (ivf) replaced where given."""
+        given = {"ef_search": ef_search, "nprobe": nprobe}
+        knobs = {name: value for name, value in given.items() if value is not None}
+        takes = SEARCH_KNOBS[self.kind]
+        wrong = sorted(name for name in knobs if name != takes)
+        if wrong:
+            raise BadInputError(f"{wrong[0]} does not apply to a PostgreSQL {self.kind!r} index; "
+                                f"it takes {takes or 'no search knob (it is exact)'}")
+        return replace(self, **knobs) if knobs else self
 
     def as_index(self) -> dict[str, Any]:
         """The manifest's ``index`` dict: kind, storage, keyword and this kind's knobs."""
