@@ -20,6 +20,7 @@ from _common import percentile
 from _scale_data import DIM, read_rows, recall_at_k
 
 K = 10
+TUNE_RECALL = 0.95  # ragmix tune's default target
 ENCODER = "all-MiniLM-L6-v2"  # what the vectors are (or are drawn around): the manifest says so
 # The PostgreSQL server of the bench, over local_server's throwaway defaults (fsync off).
 # maintenance_work_mem must hold the HNSW graph or the build slows down many times
@@ -97,8 +98,8 @@ def search_curve(search: Callable[[np.ndarray, int], np.ndarray], queries: np.nd
     return curve
 
 
-# The backends' own vector_search takes ef_search only once ragmix tune lands (being
-# written); until then these make the calls it makes, on the backend's own parts.
+# The bare index searches that the backends' vector_search(ef_search=) makes for an
+# unfiltered query, without the rest of Collection.search.
 def embedded_search(backend) -> Callable[[np.ndarray, int], np.ndarray]:
     """``search(query (DIM,), ef) -> (K,) chunk ids`` on an embedded backend's FAISS view."""
     return lambda query, ef: backend.views.dense(persist=False).search(
@@ -123,6 +124,37 @@ def check_stored(stored: Callable[[list[int]], np.ndarray], chunk_ids: np.ndarra
     want = np.concatenate([read_rows(Path(job.vectors), r, r + 1) for r in rows])  # (16, DIM)
     if not np.array_equal(stored(chunk_ids[rows].tolist()), want):
         raise SystemExit(f"{job.backend}: stored embeddings differ from the set's rows")
+
+
+def tuned(backend, search: Callable[[np.ndarray, int], np.ndarray], queries: np.ndarray,
+          exact: np.ndarray, chunk_ids: np.ndarray) -> dict:
+    """``ragmix tune --recall 0.95`` on the cell, two ways: on its default sample of stored
+    passages (then the recall@10 of all the bench's questions at the ef_search it chose:
+    whether a passage-tuned value carries over to questions), and on the first half of the
+    questions (``--queries``), its held-out recall measured on the other half."""
+    from ragmix.store.tune import RecallUnreachableError, tune_search
+
+    out = {"target": TUNE_RECALL}
+    half = len(queries) // 2
+    for name, options in (("passages", {}),
+                          ("questions", {"queries": queries, "sample": half,
+                                         "holdout": len(queries) - half})):
+        began = time.perf_counter()
+        try:
+            result = tune_search(backend, recall=TUNE_RECALL, k=K, **options)
+        except RecallUnreachableError as error:
+            out[name] = {"reached": False, "error": str(error)}
+            continue
+        found = np.stack([search(query, result.value) for query in queries])  # (q, K)
+        out[name] = {"ef_search": result.value, "previous": result.previous,
+                     "tune_recall@10": round(result.recall, 4),
+                     "holdout_recall@10": result.holdout_recall,
+                     "all_questions_recall@10": round(
+                         recall_at_k(rows_of(found, chunk_ids), exact), 4),
+                     "n_tune": result.n_tune, "n_holdout": result.n_holdout,
+                     "seconds": round(time.perf_counter() - began, 1)}
+        print(f"  tune on {name}: {out[name]}", flush=True)
+    return out
 
 
 # -- embedded ---------------------------------------------------------------------------
@@ -175,6 +207,7 @@ def embedded_cell(job: Job, queries: np.ndarray, exact: np.ndarray) -> dict:
     chunk_ids = backend.chunk_ids()  # (n,) ascending
     check_stored(backend.embeddings, chunk_ids, job)
     curve = search_curve(embedded_search(backend), queries, exact, chunk_ids, job.ef)
+    tune = tuned(backend, embedded_search(backend), queries, exact, chunk_ids)
     index = backend.views.dense(persist=False)
     backend.close()
     folder = Path(job.collection)
@@ -183,7 +216,7 @@ def embedded_cell(job: Job, queries: np.ndarray, exact: np.ndarray) -> dict:
             "searched (the vectors read, not memory-mapped)",
             "disk_mb": folder_mb(folder),
             "index_mb": round((folder / "dense.faiss").stat().st_size / 2**20, 1),
-            "index": {"kind": index.kind, **index.params}, "curve": curve}
+            "index": {"kind": index.kind, **index.params}, "curve": curve, "tune": tune}
 
 
 # -- PostgreSQL -------------------------------------------------------------------------
@@ -299,6 +332,7 @@ def pg_cell(job: Job, queries: np.ndarray, exact: np.ndarray) -> dict:
             curve = search_curve(pg_search(backend), queries, exact, chunk_ids, job.ef)
             for point in curve:
                 point["index_scan"] = uses_index(backend, queries[0], point["ef_search"])
+            tune = tuned(backend, pg_search(backend), queries, exact, chunk_ids)
             exact_check = exact_search_recall(backend, queries[: job.check_queries],
                                               exact[: job.check_queries], chunk_ids)
             disk_mb = round(col.home.disk_bytes(backend) / 2**20, 1)
@@ -317,7 +351,7 @@ def pg_cell(job: Job, queries: np.ndarray, exact: np.ndarray) -> dict:
             "disk_mb": disk_mb, "index_mb": index_mb, "index": settings,
             "exact_scan_recall@10": exact_check, "select1_p50_ms": round_trip,
             "postgres": version,
-            "server_settings": BENCH_SERVER, "curve": curve}
+            "server_settings": BENCH_SERVER, "curve": curve, "tune": tune}
 
 
 def exact_search_recall(backend, queries: np.ndarray, exact: np.ndarray,
