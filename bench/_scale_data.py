@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from _common import DATA, ROOT, require_data
+from _common import ROOT, require_data
 
 WORK = ROOT / "bench" / ".work" / "scale"
 DIM = 384  # MiniLM's width

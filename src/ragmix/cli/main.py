@@ -11,55 +11,40 @@ Examples::
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sys
 from dataclasses import asdict
 
 import click
-
-from ragmix.modes import DEFAULT_GENERATOR
 from rich.console import Console
 
 from ragmix._offline import set_offline_defaults
+from ragmix.cli.common import (
+    collection_option,
+    k_option,
+    loaded_reranker,
+    open_collection,
+    source_option,
+)
 from ragmix.cli.options import (
     CHUNKER_NAMES,
-    GENERATION_MODES,
     INDEX_KINDS,
+    chunker_options,
     collection_location,
     dtype_option,
     fusion_option,
     index_params,
-    marginal_options,
-    min_confidence_option,
-    parse_index_options,
-    chunker_options,
     pg_creation_options,
     rerank_options,
-    reranker_from_options,
-    query_encoder_option,
-    retrieval_option,
     retrieval_with_old_mode,
     store_option,
 )
 from ragmix.cli.quiet import quiet_third_party
 from ragmix.errors import RagmixError
-from ragmix.modes import ASK_DEFAULT_MODE, GROUNDED_MODES, ask_decoding
 
 set_offline_defaults()
 
 err = Console(stderr=True)
 out = Console()
-
-collection_option = click.option(
-    "--collection", "-c", "collection_dir", envvar="RAGMIX_COLLECTION", default=".ragmix",
-    show_default=True, type=click.Path(file_okay=False),
-    help="Collection directory, or its name with --store ($RAGMIX_COLLECTION).",
-)
-k_option = click.option("-k", "--top-k", "k", type=click.IntRange(min=1), default=5,
-                        show_default=True, help="Number of passages.")
-source_option = click.option("--source", default=None,
-                             help="Only passages whose document path or id matches this glob.")
 
 
 class RagmixGroup(click.Group):
@@ -78,19 +63,6 @@ class RagmixGroup(click.Group):
 @click.version_option(package_name="ragmix")
 def cli() -> None:
     """ragmix: Retrieval-Augmented Generation, offline, with cited answers."""
-
-
-def _open(collection_dir: str, query_encoder: str | None = None, *, dtype: str = "auto",
-          store: str | None = None):
-    from ragmix.store import Collection
-
-    collection_dir = collection_location(collection_dir, store)
-    if query_encoder is None:
-        return Collection.open(collection_dir, dtype=dtype)
-    from ragmix.encoders import load_encoder
-
-    return Collection.open(collection_dir, query_encoder=load_encoder(query_encoder, dtype=dtype),
-                           dtype=dtype)
 
 
 @cli.command()
@@ -216,14 +188,6 @@ def reembed(collection_dir, encoder, out_dir, dtype):
     err.print(f"[green]re-embedded[/] {chunks} chunks with {enc.name} into {out_dir}")
 
 
-def _reranker(rerank, model, weight, dtype, col):
-    """The --rerank options' reranker (or None) over ``col``, loaded under a status line."""
-    if rerank is None:
-        return reranker_from_options(rerank, model, weight, dtype)
-    with err.status(f"loading reranker {rerank}"):
-        return reranker_from_options(rerank, model, weight, dtype, col)
-
-
 @cli.command()
 @click.argument("query")
 @collection_option
@@ -246,8 +210,8 @@ def search(query, collection_dir, retrieval, k, source, fusion, rerank, rerank_m
     """
     from ragmix.cli.render import hits_table
 
-    with _open(collection_dir, dtype=dtype, store=store) as col:
-        reranker = _reranker(rerank, rerank_model, rerank_weight, dtype, col)
+    with open_collection(collection_dir, dtype=dtype, store=store) as col:
+        reranker = loaded_reranker(rerank, rerank_model, rerank_weight, dtype, col)
         hits = col.search(query, k, mode=retrieval, source=source, fusion=fusion, rerank=reranker,
                           rerank_depth=rerank_depth)
     if as_json:
@@ -259,120 +223,12 @@ def search(query, collection_dir, retrieval, k, source, fusion, rerank, rerank_m
 
 
 @cli.command()
-@click.argument("question")
-@collection_option
-@click.option("--mode", "-m", type=click.Choice(GENERATION_MODES), default=ASK_DEFAULT_MODE,
-              show_default=True,
-              help="stuff: the top-k passages in one prompt; rag-sequence / rag-token: the "
-                   "paper's marginals over the passages, sources by posterior.")
-@retrieval_option
-@k_option
-@source_option
-@fusion_option
-@rerank_options
-@marginal_options
-@click.option("--generator", default=DEFAULT_GENERATOR, show_default=True, envvar="RAGMIX_GENERATOR",
-              help="smollm2-squad (SmolLM2 with ragmix's SQuAD reader adapter), smollm2 "
-                   "(as packaged) or a local Hugging Face model folder.")
-@query_encoder_option
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=None,
-              help="Answer length cap [default: 200 for stuff, 32 for rag-*].")
-@click.option("--explain", is_flag=True,
-              help="Show which passage each answer token leaned on (rag-* modes).")
-@click.option("--explain-png", type=click.Path(dir_okay=False), default=None,
-              help="Also save the per-token posterior heat map as a PNG (implies --explain).")
-@click.option("--json", "as_json", is_flag=True, help="Print the answer and sources as JSON.")
-@min_confidence_option
-@store_option
-@dtype_option
-def ask(question, collection_dir, mode, retrieval, k, source, fusion, rerank, rerank_model,
-        rerank_depth, rerank_weight, tau, beams, decoding, scoring, generator, query_encoder,
-        max_new_tokens, explain, explain_png, as_json, min_confidence, store, dtype):
-    """Answer QUESTION from the collection, with its sources.
-
-    \b
-    ragmix ask "How do I delete documents?" -c my-col
-    ragmix ask "How do I delete documents?" -c my-col --mode rag-token --explain
-    """
-    from ragmix.cli.render import (
-        confidence_line,
-        quote_view,
-        sources_table,
-        token_heatmap,
-        token_table,
-    )
-    from ragmix.generation import RAG, load_generator
-
-    explain = explain or explain_png is not None
-    decoding = _checked_decoding(mode, decoding, explain)
-    with _open(collection_dir, query_encoder, dtype=dtype, store=store) as col:
-        with err.status(f"loading generator {generator}"):
-            gen = load_generator(generator, dtype=dtype)
-        reranker = _reranker(rerank, rerank_model, rerank_weight, dtype, col)
-        searcher = col.searcher(fusion=fusion, source=source, rerank=reranker,
-                                rerank_depth=rerank_depth)
-        if reranker is not None and tau is None:
-            tau = reranker.tau
-        stream = None if as_json else (lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
-        if mode == "stuff":
-            rag = RAG(searcher, gen, k=k, mode=retrieval, max_new_tokens=max_new_tokens or 200,
-                      grounded=decoding == "grounded", beams=beams or 4, scoring=scoring,
-                      min_confidence=min_confidence)
-            grounded = decoding == "grounded"
-            with err.status("decoding (grounded)") if grounded else contextlib.nullcontext():
-                answer = rag.ask(question, on_token=stream)
-        else:
-            from ragmix.marginal.model import MarginalRAG
-
-            rag = MarginalRAG(searcher, gen, mode=mode, k=k, retrieval=retrieval, tau=tau,
-                              beams=beams, scoring=scoring,
-                              decoding="thorough" if decoding == "free" else decoding,
-                              max_new_tokens=max_new_tokens or 32, min_confidence=min_confidence)
-            with err.status(f"decoding ({mode})"):
-                answer = rag.ask(question, explain=explain)
-            if stream is not None:
-                stream(answer.text)
-    if as_json:
-        click.echo(json.dumps(asdict(answer), indent=2))
-    else:
-        click.echo()
-        if answer.confidence is not None:
-            out.print(confidence_line(answer, rag.min_confidence))
-        if answer.quotes:
-            out.print(quote_view(answer))
-        out.print(sources_table(answer))
-        if explain and answer.tokens:
-            out.print(token_heatmap(answer))
-            out.print(token_table(answer))
-    if explain_png is not None:
-        from ragmix.marginal.explain import plot_token_posteriors
-
-        err.print(f"wrote {plot_token_posteriors(answer, explain_png)}")
-
-
-
-def _checked_decoding(mode: str, asked: str | None, explain: bool) -> str:
-    """The decoding `ask` uses for ``mode`` (``ask_decoding``), or a usage error."""
-    decoding = ask_decoding(mode, asked)
-    if explain and (mode == "stuff" or decoding == "grounded"):
-        raise click.UsageError("--explain needs --mode rag-sequence or rag-token with free "
-                               "decoding (--decoding thorough, fast or free); grounded answers "
-                               "show their quotes instead")
-    if decoding == "grounded" and mode not in GROUNDED_MODES:
-        raise click.UsageError(f"--decoding grounded works with --mode "
-                               f"{' or '.join(GROUNDED_MODES)}, not {mode}")
-    if mode == "stuff" and decoding not in ("grounded", "free"):
-        raise click.UsageError(f"--decoding {asked} is RAG-Sequence's; --mode stuff takes "
-                               "--decoding grounded or free")
-    return decoding
-
-@cli.command()
 @collection_option
 @click.option("--json", "as_json", is_flag=True)
 @store_option
 def info(collection_dir, as_json, store):
     """Show a collection's counts, settings and size."""
-    with _open(collection_dir, store=store) as col:
+    with open_collection(collection_dir, store=store) as col:
         data = col.info()
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -387,7 +243,7 @@ def info(collection_dir, as_json, store):
 @store_option
 def delete(patterns, collection_dir, store):
     """Delete documents whose path or id matches any of PATTERNS (globs)."""
-    with _open(collection_dir, store=store) as col:
+    with open_collection(collection_dir, store=store) as col:
         removed = col.delete(list(patterns))
     if not removed:
         raise click.ClickException(f"no document matches {', '.join(patterns)}")
@@ -397,6 +253,7 @@ def delete(patterns, collection_dir, store):
 
 
 def _register_subgroups() -> None:
+    from ragmix.cli.ask_cmd import ask
     from ragmix.cli.copy_cmd import copy
     from ragmix.cli.eval_cmd import eval_group
     from ragmix.cli.rerank_cmd import rerank_store
@@ -408,6 +265,7 @@ def _register_subgroups() -> None:
 
     train_group.add_command(reranker_command)
     train_group.add_command(late_interaction_command)
+    cli.add_command(ask)
     cli.add_command(copy)
     cli.add_command(eval_group)
     cli.add_command(rerank_store)

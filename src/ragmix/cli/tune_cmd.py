@@ -9,6 +9,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from ragmix.cli.common import collection_option
 from ragmix.cli.options import collection_location, dtype_option, store_option
 
 err = Console(stderr=True)
@@ -39,9 +40,7 @@ def curve_table(result) -> Table:
 
 
 @click.command()
-@click.option("--collection", "-c", "collection_dir", envvar="RAGMIX_COLLECTION",
-              default=".ragmix", show_default=True, type=click.Path(file_okay=False),
-              help="Collection directory, or its name with --store ($RAGMIX_COLLECTION).")
+@collection_option
 @store_option
 @click.option("--recall", "target", type=click.FloatRange(0, 1, min_open=True), default=0.95,
               show_default=True, help="The recall@k to reach, against exact search.")
