@@ -9,10 +9,10 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import write_corpus
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import write_corpus
 from ragmix.cli.main import cli
 from ragmix.errors import BadInputError
 from ragmix.store import Collection, pg, tune
@@ -232,7 +232,7 @@ def test_cli_tune_prints_the_curve_and_saves_unless_dry_run(tmp_path):
     before = (location / "manifest.json").read_bytes()
     runner = CliRunner()
     args = ["tune", "-c", str(location), "--recall", "0.95", "--sample", "300",
-            "--holdout", "200"]
+            "--holdout", "200", "--passage-vectors"]  # StoredOnly cannot embed queries
     dry = runner.invoke(cli, [*args, "--dry-run"])
     assert dry.exit_code == 0, dry.output
     assert "chosen" in dry.output and "held-out recall@10" in words(dry.output)
@@ -257,6 +257,38 @@ def test_cli_tune_embeds_a_queries_file_with_the_collection_encoder(tmp_path):
                                  "--holdout", "1", "--recall", "0.9", "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "recall@10 on 2 tuning queries" in words(result.output)
+
+
+def test_cli_tune_defaults_to_windows_of_passages_embedded_as_queries(tmp_path):
+    location = tmp_path / "col"
+    runner = CliRunner()
+    corpus = write_corpus(tmp_path / "corpus", 12, words_per_file=120)
+    indexed = runner.invoke(cli, ["index", str(corpus), "-c", str(location), "--encoder",
+                                  "hashing-256", "--index", "hnsw", "--chunk-size", "20"])
+    assert indexed.exit_code == 0, indexed.output
+    result = runner.invoke(cli, ["tune", "-c", str(location), "--sample", "40", "--holdout",
+                                 "20", "--recall", "0.9", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "recall@10 on 40 tuning queries" in words(result.output)
+    assert "windows of the collection's passages" in words(result.output)
+    both = runner.invoke(cli, ["tune", "-c", str(location), "--passage-vectors", "--queries",
+                               str(corpus / "doc0000.md")])
+    assert both.exit_code == 2 and "give one" in words(both.output)
+
+
+def test_window_queries_are_seeded_windows_of_stored_passages(tmp_path):
+    from ragmix.store.tune_queries import window_queries
+
+    location = tmp_path / "col"
+    col = Collection.create(location, encoder="hashing-64")
+    col.add([write_corpus(tmp_path / "corpus", 5, words_per_file=60)])
+    texts = [row.text for row in col.backend.chunk_rows(
+        [int(i) for i in col.backend.chunk_ids()]).values()]
+    queries = window_queries(col.backend, 30, seed=3)
+    assert queries == window_queries(col.backend, 30, seed=3)
+    assert len(queries) == 30 and all(6 <= len(q.split()) <= 12 for q in queries)
+    assert all(any(q in " ".join(t.split()) for t in texts) for q in queries)
+    col.close()
 
 
 # -- PostgreSQL (the real server of tests/pg_server.py) ---------------------------
