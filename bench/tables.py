@@ -1,6 +1,6 @@
 """Print the Markdown tables of BENCHMARKS.md from bench/results/*.json (no re-measuring).
 
-    .venv/bin/python bench/tables.py [retrieval|qa|speed|scaling|decoding ...]
+    .venv/bin/python bench/tables.py [retrieval|qa|speed|scaling|decoding|rerank|tune ...]
 """
 
 from __future__ import annotations
@@ -107,6 +107,25 @@ def rerank() -> None:
             ms = t.get("ms_p50")
             print(_row([name, h.get(keys[0], "-"), *(t.get(k, "-") for k in keys),
                         "-" if ms is None else f"{ms:.0f}", last]))
+
+
+def tune() -> None:
+    """ragmix tune's tuning queries (bench_tune.py): the ef_search each chose, and the
+    recall@10 of held-out real questions at it."""
+    data = _load("tune.json")
+    if not data:
+        return
+    index = data["index"]
+    print(f"\n{data['collection']['chunks']} SQuAD-open paragraphs, HNSW M={index['M']} "
+          f"ef_construction={index['ef_construction']}, target recall@{data['k']} "
+          f"{data['target']}, {data['questions']['n']} dev questions ({data['measured_at']})\n")
+    print(_row(["tuning queries", "ef_search chosen", "tuning recall", "own held-out recall",
+                "dev questions' recall", "reaches target on questions"]))
+    print(_row(["---"] * 6))
+    for name, row in data["samples"].items():
+        print(_row([name.replace("_", " "), row["ef_search"], f"{row['tune_recall@10']:.4f}",
+                    f"{row['holdout_recall@10']:.4f}", f"{row['questions_recall@10']:.4f}",
+                    "yes" if row["reached_on_questions"] else "**no**"]))
 
 
 if __name__ == "__main__":

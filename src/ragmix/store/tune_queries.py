@@ -2,12 +2,13 @@
 
 Tuning an ANN index on stored passage vectors is optimistic: a passage is a node of
 the graph it searches. Short windows of passage text, embedded with the query
-encoder, land where real queries do, between the passages. Measured on SQuAD-open's
-20,963 MiniLM paragraphs (HNSW M=8, ef_construction=40, target recall@10 0.95,
-1,000 dev questions held out; a plain script, ``/tmp`` only):
+encoder, land where real queries do, between the passages. Measured by
+``bench/bench_tune.py`` (``bench/results/tune.json``) on SQuAD-open's 20,968 MiniLM
+paragraphs (HNSW M=8, ef_construction=40, target recall@10 0.95, 1,000 dev
+questions held out):
 
-- stored passages chose ef_search 12, which gave the questions recall@10 0.824;
-- 1,000 windows of 6-12 words chose 93: the questions got 0.974;
+- stored passage vectors chose ef_search 12, which gave the questions 0.824;
+- 2,000 windows of 6-12 words chose 129: the questions got 0.982;
 - half the questions themselves chose 60: 0.958 on the other half.
 
 So windows reach the target on real queries, a little conservatively; real queries
