@@ -1,6 +1,7 @@
 """The FastAPI app: ``create_app(settings)``, with ``/openapi.json`` and offline ``/docs``.
 
 >>> import tempfile
+>>> from pathlib import Path
 >>> from fastapi.testclient import TestClient
 >>> from ragmix import Collection
 >>> from ragmix.testing import ScriptedGenerator
