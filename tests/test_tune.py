@@ -244,13 +244,19 @@ def test_cli_tune_prints_the_curve_and_saves_unless_dry_run(tmp_path):
     assert value > 1 and f"nprobe={value} (was 1)" in words(done.output)
 
 
-def test_cli_tune_embeds_a_queries_file_with_the_collection_encoder(tmp_path):
-    location = tmp_path / "col"
-    runner = CliRunner()
+def indexed_hnsw(tmp_path):
+    """(location, corpus folder) of a small hashing-encoder HNSW collection built by the CLI."""
     corpus = write_corpus(tmp_path / "corpus", 12, words_per_file=120)
-    indexed = runner.invoke(cli, ["index", str(corpus), "-c", str(location), "--encoder",
-                                  "hashing-256", "--index", "hnsw", "--chunk-size", "20"])
+    location = tmp_path / "col"
+    indexed = CliRunner().invoke(cli, ["index", str(corpus), "-c", str(location), "--encoder",
+                                       "hashing-256", "--index", "hnsw", "--chunk-size", "20"])
     assert indexed.exit_code == 0, indexed.output
+    return location, corpus
+
+
+def test_cli_tune_embeds_a_queries_file_with_the_collection_encoder(tmp_path):
+    location, corpus = indexed_hnsw(tmp_path)
+    runner = CliRunner()
     queries = tmp_path / "queries.txt"
     queries.write_text("marker3 retrieval\n\nvector index fusion\nmarker7 dense\n")
     result = runner.invoke(cli, ["tune", "-c", str(location), "--queries", str(queries),
@@ -260,12 +266,8 @@ def test_cli_tune_embeds_a_queries_file_with_the_collection_encoder(tmp_path):
 
 
 def test_cli_tune_defaults_to_windows_of_passages_embedded_as_queries(tmp_path):
-    location = tmp_path / "col"
+    location, corpus = indexed_hnsw(tmp_path)
     runner = CliRunner()
-    corpus = write_corpus(tmp_path / "corpus", 12, words_per_file=120)
-    indexed = runner.invoke(cli, ["index", str(corpus), "-c", str(location), "--encoder",
-                                  "hashing-256", "--index", "hnsw", "--chunk-size", "20"])
-    assert indexed.exit_code == 0, indexed.output
     result = runner.invoke(cli, ["tune", "-c", str(location), "--sample", "40", "--holdout",
                                  "20", "--recall", "0.9", "--dry-run"])
     assert result.exit_code == 0, result.output
