@@ -98,21 +98,10 @@ def search_curve(search: Callable[[np.ndarray, int], np.ndarray], queries: np.nd
     return curve
 
 
-# The bare index searches that the backends' vector_search(ef_search=) makes for an
-# unfiltered query, without the rest of Collection.search.
-def embedded_search(backend) -> Callable[[np.ndarray, int], np.ndarray]:
-    """``search(query (DIM,), ef) -> (K,) chunk ids`` on an embedded backend's FAISS view."""
-    return lambda query, ef: backend.views.dense(persist=False).search(
-        query[None], K, ef_search=ef)[1][0]
-
-
-def pg_search(backend) -> Callable[[np.ndarray, int], np.ndarray]:
-    """``search(query (DIM,), ef) -> (K,) chunk ids`` through ``ragmix.store.pg.vector_search``
-    on a PostgreSQL backend's connection and tables, as ``PgBackend.vector_search``."""
-    from ragmix.store import pg
-
-    return lambda query, ef: pg.vector_search(backend.connection, backend.tables, query[None],
-                                              K, ef_search=ef)[1][0]
+def backend_search(backend) -> Callable[[np.ndarray, int], np.ndarray]:
+    """``search(query (DIM,), ef) -> (K,) chunk ids``: the backend's own vector search (either
+    backend), ef_search set for the call, without the rest of Collection.search."""
+    return lambda query, ef: backend.vector_search(query[None], K, ef_search=ef)[1][0]
 
 
 def check_stored(stored: Callable[[list[int]], np.ndarray], chunk_ids: np.ndarray,
@@ -206,8 +195,8 @@ def embedded_cell(job: Job, queries: np.ndarray, exact: np.ndarray) -> dict:
     print(f"  built in {sum(parts.values()):.1f} s {parts}", flush=True)
     chunk_ids = backend.chunk_ids()  # (n,) ascending
     check_stored(backend.embeddings, chunk_ids, job)
-    curve = search_curve(embedded_search(backend), queries, exact, chunk_ids, job.ef)
-    tune = tuned(backend, embedded_search(backend), queries, exact, chunk_ids)
+    curve = search_curve(backend_search(backend), queries, exact, chunk_ids, job.ef)
+    tune = tuned(backend, backend_search(backend), queries, exact, chunk_ids)
     index = backend.views.dense(persist=False)
     backend.close()
     folder = Path(job.collection)
@@ -329,10 +318,10 @@ def pg_cell(job: Job, queries: np.ndarray, exact: np.ndarray) -> dict:
             chunk_ids = backend.chunk_ids()
             check_stored(backend.embeddings, chunk_ids, job)
             round_trip = round_trip_ms(backend)
-            curve = search_curve(pg_search(backend), queries, exact, chunk_ids, job.ef)
+            curve = search_curve(backend_search(backend), queries, exact, chunk_ids, job.ef)
             for point in curve:
                 point["index_scan"] = uses_index(backend, queries[0], point["ef_search"])
-            tune = tuned(backend, pg_search(backend), queries, exact, chunk_ids)
+            tune = tuned(backend, backend_search(backend), queries, exact, chunk_ids)
             exact_check = exact_search_recall(backend, queries[: job.check_queries],
                                               exact[: job.check_queries], chunk_ids)
             disk_mb = round(col.home.disk_bytes(backend) / 2**20, 1)
