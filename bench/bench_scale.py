@@ -73,7 +73,13 @@ cells already there with the same vectors, queries and ef values, unless ``--for
         "reaches_0.95", "build_s", "build_parts", "peak_mb", "disk_mb", "index_mb",
         "index", "curve": [{"ef_search", "recall@10", "p50_ms", "p99_ms"}], ...}},
      "vectors": {"100k"|"1M": {"n", "real", "generated", "anchor_cosine", "noise_sigma", ..}},
-     "queries": {..}, "real_nn_cosine": {..}, "target": {"text", "met"}, ...}
+     "queries": {..}, "real_nn_cosine": {..}, "target": {"text", "met"}, ...,
+     "ray": {"ingest_per_s": {"1", "2"}, "sharded_equal"}, "ingest_peak_mb_1M", "index_mb_1M",
+     "scifact_pgvector": {"dense", "hybrid"}}
+
+The last four are measured by other benches and copied from their results files at each
+save (bench_ray.py's ray.json, bench_scaling.py's 1M flat build in scaling.json,
+bench_pg.py's pg.json); ``--collect-only`` copies them without measuring anything.
 """
 
 from __future__ import annotations
@@ -200,9 +206,33 @@ def measure_size(args: argparse.Namespace, results: dict, base: dict) -> None:
         save(args, results)
 
 
+def from_other_benches() -> dict:
+    """The issue's summary keys that other benches measure, read from their results files:
+    ``ray`` (bench_ray.py), ``ingest_peak_mb_1M`` and ``index_mb_1M`` (bench_scaling.py's
+    1M flat build), ``scifact_pgvector`` (bench_pg.py: nDCG@10)."""
+    def load(name: str) -> dict:
+        path = RESULTS / name
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    out: dict = {}
+    if ray := load("ray.json"):
+        out["ray"] = {**ray["summary"], "from": "ray.json"}
+    scaling = load("scaling.json")
+    for key in ("ingest_peak_mb_1M", "index_mb_1M"):
+        if key in scaling:
+            out[key] = scaling[key]
+    if pg := load("pg.json"):
+        out["scifact_pgvector"] = {
+            "dense": pg["dense"]["pg_hnsw"]["ndcg@10"], "hybrid": pg["hybrid"]["pg"]["ndcg@10"],
+            "embedded_dense": pg["dense"]["embedded_exact"]["ndcg@10"],
+            "embedded_hybrid": pg["hybrid"]["embedded"]["ndcg@10"], "from": "pg.json"}
+    return out
+
+
 def save(args: argparse.Namespace, results: dict) -> None:
     if args.dry_run:
         return
+    results.update(from_other_benches())
     results["target"] = {"text": TARGET, "met": target_met(results)}
     write_result(RESULT_FILE, results)
 
@@ -284,6 +314,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="re-measure cells already stored")
     parser.add_argument("--dry-run", action="store_true", help="print, write no results file")
+    parser.add_argument("--collect-only", action="store_true",
+                        help="measure nothing: copy the other benches' figures (ray.json, "
+                             "scaling.json, pg.json) into scale.json")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -316,6 +349,10 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     previous = RESULTS / RESULT_FILE
     results = json.loads(previous.read_text()) if previous.exists() and not args.dry_run else {}
+    if args.collect_only:
+        save(args, results)
+        print(f"wrote {previous}")
+        return
     real_path, queries_path, shared = prepare(args)
     results.update(shared)
     real_total = sum(shared["real"]["chunks"].values())

@@ -128,6 +128,63 @@ def tune() -> None:
                     "yes" if row["reached_on_questions"] else "**no**"]))
 
 
+def pg() -> None:
+    """SciFact through PostgreSQL + pgvector beside the embedded backend (bench_pg.py)."""
+    data = _load("pg.json")
+    if not data:
+        return
+    print(f"\n{data['queries']} SciFact test queries, {data['documents']} documents, "
+          f"{data['encoder']}; {data['postgres']} ({data['measured_at']})\n")
+    print(_row(["search", "backend", "nDCG@10", "p50 ms (Collection.search)",
+                "vector search p50 ms (k=10)"]))
+    print(_row(["---"] * 5))
+    for section in ("keyword", "dense", "hybrid"):
+        for name, row in data[section].items():
+            if isinstance(row, dict) and "ndcg@10" in row:
+                vec = row.get("vector_p50_ms")
+                print(_row([section, name, f"{row['ndcg@10']:.4f}", f"{row['p50_ms']:.1f}",
+                            "-" if vec is None else f"{vec:.2f}"]))
+
+
+def scale() -> None:
+    """Embedded against pgvector on 100k and 1M structured vectors (bench_scale.py)."""
+    data = _load("scale.json")
+    if not data:
+        return
+    print(_row(["backend", "vectors", "build (s)", "peak memory (MB)", "disk (MB)",
+                "ef_search", "recall@10", "p50 ms", "p99 ms", "recall@10 by ef_search"]))
+    print(_row(["---"] * 10))
+    for backend in ("embedded", "pgvector", "pgvector-halfvec"):
+        for size, c in data.get(backend, {}).items():
+            curve = ", ".join(f"{p['ef_search']}: {p['recall@10']:.3f}"
+                              + ("" if p.get("index_scan", True) else " (exact scan)")
+                              for p in c["curve"])
+            ef = f"{c['ef_search']}" + ("" if c["reaches_0.95"] else " (best; none reached 0.95)")
+            print(_row([backend, size, f"{c['build_s']:.0f}", f"{c['peak_mb']:,.0f}",
+                        f"{c['disk_mb']:,.0f}", ef, f"{c['recall@10']:.3f}",
+                        f"{c['p50_ms']:.2f}", f"{c['p99_ms']:.2f}", curve]))
+
+
+def ray() -> None:
+    """Ray ingest with 1 and 2 actors, and sharded search (bench_ray.py)."""
+    data = _load("ray.json")
+    if not data:
+        return
+    print(f"\n{data['corpus']}, {data['encoder']}; local Ray cluster of 2 CPUs, started in "
+          f"{data['ray_start_s']} s ({data['measured_at']})\n")
+    print(_row(["ingest", "actors", "passages", "seconds", "passages/s", "stores what local does"]))
+    print(_row(["---"] * 6))
+    for name, run in data["ingest"].items():
+        same = run.get("same_as_local")
+        print(_row([name, run["actors"] or "- (no Ray)", run["passages"], run["seconds"],
+                    run["ingest_per_s"], "-" if same is None else "yes" if same else "**no**"]))
+    s = data["sharded"]
+    print(f"\nsharded search, {s['shards']} shards on {s['shards']} actors, {s['queries']} "
+          f"queries, k={s['k']}: ids identical {s['ids_equal']}, scores identical "
+          f"{s['scores_equal']}; p50 {s['sharded_p50_ms']} ms against "
+          f"{s['one_index_p50_ms']} ms for one index in-process")
+
+
 if __name__ == "__main__":
     for name in sys.argv[1:] or ["retrieval", "qa", "speed", "scaling", "decoding", "rerank"]:
         print(f"\n## {name}")
