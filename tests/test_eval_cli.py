@@ -227,3 +227,24 @@ def test_shared_datasets_load() -> None:
     assert len(queries) == 300 and sum(len(v) for v in qrels.values()) == 339
     assert len(load_qa(data / "squad-open" / "dev-questions.jsonl")) == 5665
     assert len(load_qa(data / "nq-open" / "NQ-open.dev.jsonl")) == 3610
+
+
+def test_run_retrieval_eval_is_the_library_under_the_command(tmp_path: Path, beir: Path) -> None:
+    from ragmix.evaluation.retrieval_eval import run_retrieval_eval
+
+    corpus, queries, qrels = load_beir(beir)
+    col, _ = index_corpus(tmp_path / "col", corpus, encoder="hashing-1024")
+    with col:
+        with pytest.raises(BadInputError, match="'sparse'"):
+            run_retrieval_eval(col, queries, qrels, tmp_path / "bad", modes=["bm25", "sparse"])
+        result = run_retrieval_eval(col, queries, qrels, tmp_path / "out", modes=["bm25", "hybrid"],
+                                    fusion="rrf", data={"corpus": corpus, "limit": None},
+                                    settings={"dtype": "float32"})
+    assert list(result.reports) == ["bm25", "hybrid-rrf"]
+    assert (result.n_queries, result.documents) == (3, 5)
+    assert result.reports["bm25"].metrics["recall@1"] == 1.0  # each query's words are its doc's
+    written = json.loads(result.results_path.read_text())
+    assert written["data"] == {"corpus": str(corpus), "limit": None, "judged_queries": 3}
+    assert written["settings"]["fusion"] == "rrf" and written["settings"]["dtype"] == "float32"
+    assert "hybrid-rrf" in result.report_path.read_text()
+    assert not (tmp_path / "bad").exists()  # a bad mode is refused before anything runs

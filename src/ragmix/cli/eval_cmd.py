@@ -32,7 +32,6 @@ from ragmix.cli.options import (
 )
 from ragmix.cli.qa_options import qa_decoding_option, qa_mode_option, qa_runs
 from ragmix.modes import DEFAULT_GENERATOR
-from ragmix.retrieval.retrievers import DEFAULT_FUSION
 
 err = Console(stderr=True)
 out = Console()
@@ -111,10 +110,6 @@ def _indexed(col_dir: Path, corpus: Path, encoder: str, dtype: str):
     return col
 
 
-def _label(mode: str, fusion: str) -> str:
-    return mode if mode != "hybrid" or fusion == DEFAULT_FUSION else f"hybrid-{fusion}"
-
-
 @eval_group.command("retrieval")
 @click.option("--data-dir", type=click.Path(exists=True, file_okay=False),
               help="A BEIR folder: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv.")
@@ -152,14 +147,9 @@ def retrieval(data_dir, split, corpus, queries, qrels, retrieval, fusion, collec
     from ragmix.cli.progress import RichProgress
     from ragmix.dtypes import resolve_dtype
     from ragmix.evaluation.datasets import judged_queries, load_qrels, load_queries
-    from ragmix.evaluation.report import (
-        RETRIEVAL_COLUMNS,
-        retrieval_markdown,
-        retrieval_results,
-        write_report,
-    )
+    from ragmix.evaluation.report import RETRIEVAL_COLUMNS
+    from ragmix.evaluation.retrieval_eval import run_retrieval_eval
     from ragmix.evaluation.retrieval_metrics import latency_summary
-    from ragmix.evaluation.run_retrieval import evaluate_retrieval
 
     dtype = resolve_dtype(dtype)
     corpus, queries_path, qrels_path = _beir_paths(data_dir, split, corpus, queries, qrels)
@@ -167,69 +157,28 @@ def retrieval(data_dir, split, corpus, queries, qrels, retrieval, fusion, collec
     texts = judged_queries(load_queries(queries_path), judgements)
     if limit is not None:
         judgements = dict(list(judgements.items())[:limit])
-    modes = retrieval or DEFAULT_EVAL_MODES  # SPLADE encodes the corpus: only when asked
-
     col_dir = (Path(collection_dir) if collection_dir
                else _default_collection(out_dir, corpus, encoder))
     col = _indexed(col_dir, corpus, encoder, dtype)
-    reports = {}
     with col:
         reranker = reranker_from_options(rerank, rerank_model, rerank_weight, dtype, col)
-        searcher = col.searcher(fusion=fusion, rerank=reranker, rerank_depth=rerank_depth)
         with RichProgress(err) as progress:
-            for mode in modes:
-                label = _label(mode, fusion) + ("" if reranker is None else f"+{reranker.name}")
-                reports[label] = evaluate_retrieval(
-                    searcher, texts, judgements, mode=mode, progress=progress)
-        info = col.info()
-
-    meta = _retrieval_meta((corpus, queries_path, qrels_path), len(judgements), limit, col_dir,
-                           info, fusion=fusion, dtype=dtype, rerank=rerank,
-                           rerank_model=rerank_model, rerank_depth=rerank_depth,
-                           rerank_weight=rerank_weight)
-    plots = _plots(out_dir, {mode: r.metrics for mode, r in reports.items()},
-                   {mode: r.latency_s.values() for mode, r in reports.items()})
-    results_path, report_path = write_report(
-        out_dir, retrieval_results(reports, meta), retrieval_markdown(reports, meta) + plots)
+            result = run_retrieval_eval(
+                col, texts, judgements, out_dir,
+                modes=retrieval or DEFAULT_EVAL_MODES,  # SPLADE encodes the corpus: when asked
+                fusion=fusion, reranker=reranker, rerank_depth=rerank_depth,
+                data={"corpus": corpus, "queries": queries_path, "qrels": qrels_path,
+                      "limit": limit},
+                settings={"dtype": dtype, "rerank": rerank, "rerank_model": rerank_model,
+                          "rerank_weight": rerank_weight if rerank else None},
+                progress=progress)
+    if result.plots_skipped:
+        err.print(f"[yellow]no plots:[/] {result.plots_skipped}")
     rows = {mode: {**r.metrics, "ms/q": latency_summary(r.latency_s.values())["mean"]}
-            for mode, r in reports.items()}
+            for mode, r in result.reports.items()}
     out.print(metrics_table(rows, RETRIEVAL_COLUMNS,
-                            title=f"{len(judgements)} queries, {info['documents']} documents"))
-    err.print(f"wrote {results_path} and {report_path}")
-
-
-def _retrieval_meta(paths, n_judged: int, limit, col_dir: Path, info: dict, *, fusion: str,
-                    dtype: str, rerank, rerank_model, rerank_depth: int,
-                    rerank_weight: float) -> dict:
-    """What eval retrieval's report records: when, on what data and collection, how."""
-    from ragmix.evaluation.report import collection_meta, run_info
-    from ragmix.evaluation.run_retrieval import CHUNKS_PER_DOC
-
-    corpus, queries, qrels = map(str, paths)
-    return {
-        **run_info(),
-        "data": {"corpus": corpus, "queries": queries, "qrels": qrels,
-                 "judged_queries": n_judged, "limit": limit},
-        "collection": collection_meta(col_dir, info),
-        "settings": {"k": 100, "chunk_depth": 100 * CHUNKS_PER_DOC, "fusion": fusion,
-                     "pooling": "max over chunks", "dtype": dtype,
-                     "rerank": rerank, "rerank_model": rerank_model,
-                     "rerank_depth": rerank_depth if rerank else None,
-                     "rerank_weight": rerank_weight if rerank else None},
-    }
-
-
-def _plots(out_dir, metrics_by_mode, seconds_by_mode) -> str:
-    """eval retrieval's plots and their Markdown; without matplotlib a note instead."""
-    from ragmix.errors import MissingExtraError
-    from ragmix.evaluation.plots import report_plots
-
-    try:
-        return report_plots(out_dir, metrics_by_mode, seconds_by_mode, prefix="recall",
-                            what="query (search only)")
-    except MissingExtraError as exc:  # the numbers matter more
-        err.print(f"[yellow]no plots:[/] {exc}")
-        return ""
+                            title=f"{result.n_queries} queries, {result.documents} documents"))
+    err.print(f"wrote {result.results_path} and {result.report_path}")
 
 
 def _qa_collection(collection_dir, corpus, encoder: str, out_dir: str, dtype: str,
