@@ -111,6 +111,25 @@ def test_same_top_k_as_raw_bm25s(index, corpus):
             )
 
 
+def test_batches_score_as_raw_bm25s_bit_for_bit(corpus):
+    """build_batches tokenizes a batch at a time into its own vocabulary: every document's
+    score must still be exactly bm25s's, built from bm25s.tokenize over the whole corpus."""
+    ids, texts = corpus
+    stemmer = Stemmer.Stemmer("english")
+    raw = bm25s.BM25(method="lucene", k1=1.2, b=0.75)
+    raw.index(bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False),
+              create_empty_token=False, show_progress=False)
+    cuts = [0, 1, 7, 100, len(texts)]  # uneven batches, one of a single text
+    index = BM25Index.build_batches((ids[a:b], texts[a:b]) for a, b in zip(cuts, cuts[1:]))
+    assert np.array_equal(index.ids, ids)
+    for query in ["quick fox", "running dogs and cats", "bank loans money money", "jumped"]:
+        tokens = bm25s.tokenize(query, stopwords="en", stemmer=stemmer, show_progress=False,
+                                return_ids=False)[0]
+        want = raw.get_scores(tokens)  # (n,) float32
+        got = {h.chunk_id: h.score for h in index.search(query, len(texts))}
+        assert got == {int(i): float(s) for i, s in zip(ids, want) if s > 0}
+
+
 def test_stemming_matches_inflections():
     index = BM25Index.build(np.array([1, 2, 3]), ["She runs daily", "a quiet lake", "He ran"])
     assert [h.chunk_id for h in index.search("running", 5)] == [1]

@@ -391,3 +391,24 @@ def test_single_queries_run_on_one_thread_and_restore_the_setting() -> None:
         assert ids[0, 0] == 0 and faiss.omp_get_max_threads() == 2
     finally:
         faiss.omp_set_num_threads(before)
+
+
+@pytest.mark.parametrize("kind", INDEX_KINDS)
+def test_reserve_then_batches_equals_adding_at_once(kind, small):
+    """reserve() sizes the stored vectors once (flat, hnsw; the others ignore it): what the
+    index holds and finds is what it would without it, whatever was added before."""
+    ids, vectors = small
+    params = {"nlist": 4} if kind in ("ivf", "ivfpq") else {}
+    if kind == "ivfpq":
+        params["m"] = 4
+    plain, reserved = FaissIndex(kind, 16, **params), FaissIndex(kind, 16, **params)
+    plain.add(ids, vectors)
+    reserved.add(ids[:100], vectors[:100])
+    reserved.reserve(len(ids))
+    reserved.reserve(10)  # below its size: nothing happens
+    for start in range(100, len(ids), 60):
+        reserved.add(ids[start : start + 60], vectors[start : start + 60])
+    assert len(reserved) == len(ids) and np.array_equal(np.sort(reserved.ids()), ids)
+    if kind in ("flat", "hnsw"):  # same vectors in the same order: the same results
+        want, got = plain.search(vectors[:20], 5), reserved.search(vectors[:20], 5)
+        assert np.array_equal(want[1], got[1]) and np.array_equal(want[0], got[0])

@@ -188,6 +188,17 @@ class FaissIndex:
         base.train(vectors)
         self._install(base)
 
+    def reserve(self, n: int) -> None:
+        """Make room for ``n`` vectors in all before adding many in batches (flat and hnsw;
+        other kinds ignore it): growing the stored vectors otherwise reallocates them, with
+        the old and the new copy in memory at once, up to twice the index."""
+        if self._kind not in ("flat", "hnsw") or n <= len(self):
+            return
+        storage = self._base if self._kind == "flat" else _faiss().downcast_index(self._base.storage)
+        held = storage.codes.size()
+        storage.codes.resize(int(n) * storage.code_size)  # one allocation of the full size
+        storage.codes.resize(held)  # the vectors held are kept, and so is the capacity
+
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add ``vectors`` (n, dim) float32 under ``ids`` (n,) int64 >= 0, new and unique."""
         ids = np.ascontiguousarray(ids, dtype=np.int64)  # (n,)

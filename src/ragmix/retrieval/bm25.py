@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -144,32 +144,50 @@ class BM25Index:
         stopwords: str | None = "en",
     ) -> BM25Index:
         """Index ``texts`` under ``ids`` (n,) int64; an empty corpus finds nothing."""
-        ids = np.asarray(ids, dtype=np.int64).ravel()  # (n,)
-        if len(ids) != len(texts):
-            raise BadInputError(
-                f"build needs one id per text, got {len(ids)} ids and {len(texts)} texts"
-            )
-        if len(np.unique(ids)) != len(ids):
-            raise BadInputError("ids must be unique")
+        return cls.build_batches([(ids, texts)], k1=k1, b=b, stemmer=stemmer,
+                                 stopwords=stopwords)
+
+    @classmethod
+    def build_batches(
+        cls,
+        batches: Iterable[tuple[np.ndarray, Sequence[str]]],
+        *,
+        k1: float = 1.2,
+        b: float = 0.75,
+        stemmer: str | None = "english",
+        stopwords: str | None = "en",
+    ) -> BM25Index:
+        """:meth:`build` over ``(ids, texts)`` batches read one at a time (a store's
+        ``iter_texts()``): each batch is tokenized as it comes and only its term ids are
+        kept, 4 bytes a term, and the score matrix is filled in place
+        (:mod:`ragmix.retrieval.bm25_build`), so memory never holds the corpus's text.
+
+        >>> batches = [(np.array([10]), ["Cats are running."]), (np.array([11]), ["A dog runs."])]
+        >>> one = BM25Index.build(np.array([10, 11]), ["Cats are running.", "A dog runs."])
+        >>> BM25Index.build_batches(batches).search("run", 5) == one.search("run", 5)
+        True
+        """
         if not k1 >= 0:
             raise BadInputError(f"k1 must be >= 0, got {k1!r}")
         if not 0 <= b <= 1:
             raise BadInputError(f"b must be in [0, 1], got {b!r}")
+        from ragmix.retrieval.bm25_build import CorpusTerms, bm25s_retriever
+
         tokenization = Tokenization(stemmer=stemmer, stopwords=stopwords)
-        bm25s = require("bm25s", "bm25")
-        tokens = bm25s.tokenize(
-            list(texts),
-            lower=tokenization.lower,
-            token_pattern=tokenization.token_pattern,
-            stopwords=tokenization.stopword_list(),
-            stemmer=tokenization.make_stemmer(),
-            return_ids=True,
-            show_progress=False,
-        )
-        retriever = None
-        if tokens.vocab:  # bm25s cannot index a corpus without a single term
-            retriever = bm25s.BM25(method="lucene", k1=float(k1), b=float(b))
-            retriever.index(tokens, create_empty_token=False, show_progress=False)
+        terms = CorpusTerms(tokenization)
+        id_parts = []
+        for batch_ids, texts in batches:
+            batch_ids = np.asarray(batch_ids, dtype=np.int64).ravel()  # (b,)
+            if len(batch_ids) != len(texts):
+                raise BadInputError(f"build needs one id per text, got {len(batch_ids)} ids "
+                                    f"and {len(texts)} texts")
+            id_parts.append(batch_ids)
+            terms.add(texts)
+        ids = np.concatenate(id_parts) if id_parts else np.zeros(0, dtype=np.int64)  # (n,)
+        if len(np.unique(ids)) != len(ids):
+            raise BadInputError("ids must be unique")
+        # bm25s cannot search a corpus without a single term
+        retriever = bm25s_retriever(terms, k1=k1, b=b) if terms.vocab else None
         return cls(ids, retriever, k1=float(k1), b=float(b), tokenization=tokenization)
 
     def __len__(self) -> int:

@@ -119,6 +119,7 @@ class Views:
         missing = np.setdiff1d(want, have, assume_unique=True)
         if len(extra):
             self._dense.remove(extra)
+        self._dense.reserve(len(have) - len(extra) + len(missing))
         for start in range(0, len(missing), _ADD_BATCH):
             ids = missing[start : start + _ADD_BATCH]
             self._dense.add(ids, self.store.embeddings(ids, self._dim))
@@ -171,19 +172,19 @@ class Views:
     def _build_bm25(self) -> BM25Index:
         from ragmix.retrieval.bm25 import BM25Index
 
-        ids, texts = [], []
-        for batch_ids, batch_texts in self.store.iter_texts():
-            ids.append(batch_ids)
-            texts += batch_texts
-        all_ids = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
-        return BM25Index.build(all_ids, texts, **self._bm25_settings)
+        # batch by batch: memory holds the corpus's term ids, never all its text
+        return BM25Index.build_batches(self.store.iter_texts(), **self._bm25_settings)
 
     def refresh(self, *, persist: bool = True) -> None:
         """Bring the FAISS and BM25 views up to date after a write.
 
-        Not the SPLADE view: the next SPLADE search encodes the chunks it lacks.
+        Not the SPLADE view: the next SPLADE search encodes the chunks it lacks. A saved
+        FAISS view leaves memory before the BM25 view is built (the next dense search
+        reads it back), so the two builds' peaks do not add up.
         """
         self.dense(persist=persist)
+        if persist:
+            self._dense, self._dense_generation = None, -1
         self.bm25(persist=persist)
 
 
