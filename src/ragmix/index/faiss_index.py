@@ -194,7 +194,8 @@ class FaissIndex:
         the old and the new copy in memory at once, up to twice the index."""
         if self._kind not in ("flat", "hnsw") or n <= len(self):
             return
-        storage = self._base if self._kind == "flat" else _faiss().downcast_index(self._base.storage)
+        base = self._base
+        storage = base if self._kind == "flat" else _faiss().downcast_index(base.storage)
         held = storage.codes.size()
         storage.codes.resize(int(n) * storage.code_size)  # one allocation of the full size
         storage.codes.resize(held)  # the vectors held are kept, and so is the capacity
