@@ -75,7 +75,7 @@ def test_refresh_saves_the_bm25_view_and_another_handle_loads_it(pg_backend, mon
     other = pg_backend(same_as=b)
     from ragmix.store.pg import keyword
 
-    monkeypatch.setattr(keyword, "read_texts", None)  # a rebuild would fail
+    monkeypatch.setattr(keyword, "read_bm25", None)  # a rebuild would fail
     assert [h.chunk_id for h in other.keyword_search("lava", 3)] == [int(ids[0])]
 
 

@@ -30,7 +30,7 @@ from ragmix.errors import BadInputError
 from ragmix.store import pg
 from ragmix.store.backend import ChunkRow, DocumentRow, checked_vectors
 from ragmix.store.pg import rows
-from ragmix.store.pg.keyword import KeywordView, default_cache_dir, read_texts
+from ragmix.store.pg.keyword import KeywordView, default_cache_dir, read_bm25
 from ragmix.store.pg.settings import PgSettings
 from ragmix.types import Chunk, Document, ScoredId
 
@@ -186,8 +186,9 @@ class PgBackend:
     def _bm25(self) -> Any:
         return self._keywords.get(
             self.generation, self.count_chunks,
-            lambda: read_texts(self._conn, self.tables,
-                               lambda: rows.current_generation(self._conn, self.tables)))
+            lambda settings: read_bm25(
+                self._conn, self.tables,
+                lambda: rows.current_generation(self._conn, self.tables), settings))
 
     # -- writes ------------------------------------------------------------------
     @contextmanager

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,12 +44,13 @@ def default_cache_dir() -> Path:
     return models_cache()
 
 
-def read_texts(conn: psycopg.Connection, tables: CollectionTables,
-               generation_of: Any) -> tuple[int, np.ndarray, list[str]]:
-    """The generation and every (chunk id, text), read in one snapshot (REPEATABLE READ)."""
+def read_bm25(conn: psycopg.Connection, tables: CollectionTables, generation_of: Any,
+              settings: dict[str, Any]) -> tuple[int, BM25Index]:
+    """The generation and a BM25 index of every (chunk id, text), read in one snapshot
+    (REPEATABLE READ) and indexed a batch of rows at a time: memory never holds all the text."""
+    from ragmix.retrieval.bm25 import BM25Index
+
     sql = require("psycopg.sql", "postgres")
-    ids: list[int] = []
-    texts: list[str] = []
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         generation = generation_of()
@@ -56,10 +58,13 @@ def read_texts(conn: psycopg.Connection, tables: CollectionTables,
             cur.itersize = _TEXT_ROWS
             cur.execute(sql.SQL("SELECT id, text FROM {} ORDER BY id").format(
                 tables.table("chunks")))
-            for chunk_id, text in cur:
-                ids.append(chunk_id)
-                texts.append(text)
-    return generation, np.asarray(ids, dtype=np.int64), texts
+
+            def batches() -> Iterator[tuple[np.ndarray, list[str]]]:
+                while rows := cur.fetchmany(_TEXT_ROWS):
+                    yield np.array([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows]
+
+            index = BM25Index.build_batches(batches(), **settings)
+    return generation, index
 
 
 class KeywordView:
@@ -74,8 +79,8 @@ class KeywordView:
     def get(self, generation: int, n_chunks: Any, build: Any) -> BM25Index:
         """The view for ``generation``: in memory, else from ``folder``, else ``build()``.
 
-        ``build`` returns (generation, ids, texts) read in one snapshot; ``n_chunks``
-        cross-checks a saved view against the database.
+        ``build(settings)`` returns (generation, index) read in one snapshot
+        (:func:`read_bm25`); ``n_chunks`` cross-checks a saved view against the database.
         """
         if self._index is not None and self._generation == generation:
             return self._index
@@ -84,11 +89,7 @@ class KeywordView:
             if loaded is not None and len(loaded) == n_chunks():
                 self._index, self._generation = loaded, generation
                 return loaded
-        from ragmix.retrieval.bm25 import BM25Index
-
-        built_at, ids, texts = build()
-        self._index = BM25Index.build(ids, texts, **self._settings)
-        self._generation = built_at
+        self._generation, self._index = build(self._settings)
         return self._index
 
     def _load(self, generation: int) -> BM25Index | None:
