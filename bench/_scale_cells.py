@@ -28,7 +28,10 @@ ENCODER = "all-MiniLM-L6-v2"  # what the vectors are (or are drawn around): the 
 # both cores, as FAISS has for the embedded one; shared_buffers hold a 1M index.
 BENCH_SERVER = {"maintenance_work_mem": "4GB", "shared_buffers": "4GB",
                 "max_parallel_maintenance_workers": "1"}
-PG_STORAGE = {"pgvector": "vector", "pgvector-halfvec": "halfvec"}
+# Each PostgreSQL cell's index options over the backend's defaults (M=16, ef_construction=64,
+# pgvector's own): halfvec storage, or the embedded backend's graph (M=32, ef_construction=200).
+PG_PARAMS: dict[str, dict | None] = {"pgvector": None, "pgvector-halfvec": {"storage": "halfvec"},
+                                     "pgvector-m32": {"M": 32, "ef_construction": 200}}
 # Reading smaps_rollup walks a process's page tables (4 GB of shared buffers is 1M
 # entries): once a second keeps the sampler's cost small, and an HNSW build's memory
 # grows for minutes, so the peak is not missed.
@@ -39,7 +42,7 @@ SAMPLE_EVERY_S = 1.0
 class Job:
     """What the parent asks one child to measure (sent as JSON)."""
 
-    backend: str  # embedded | pgvector | pgvector-halfvec
+    backend: str  # embedded | pgvector | pgvector-halfvec | pgvector-m32
     size: int
     vectors: str  # the structured set, .npy (size, DIM)
     queries: str  # .npy (q, DIM)
@@ -298,7 +301,6 @@ def pg_cell(job: Job, queries: np.ndarray, exact: np.ndarray) -> dict:
     from ragmix.store.pg.home import location_of
     from ragmix.store.pg.local_server import running_server
 
-    storage = PG_STORAGE[job.backend]
     with tempfile.TemporaryDirectory(prefix="ragmix-bench-scale-") as cache, \
             running_server(database="ragmix_bench", settings=BENCH_SERVER) as server, \
             ServerMemory(server.pid) as memory:
@@ -307,7 +309,7 @@ def pg_cell(job: Job, queries: np.ndarray, exact: np.ndarray) -> dict:
         clock = StageClock()
         began = time.perf_counter()
         copy_collection(job.collection, location, index="hnsw",
-                        index_params=None if storage == "vector" else {"storage": storage},
+                        index_params=PG_PARAMS[job.backend],
                         progress=clock)
         build_s = time.perf_counter() - began
         copy_s = clock.began.get("updating indexes", began) - began

@@ -52,6 +52,9 @@ Each (size, backend) cell runs in a fresh child process:
   PSS over the server's processes, sampled each second while building and
   searching; the client's VmHWM beside it (``client_peak_mb``). ``halfvec``
   asks the index for 4 x k = 40 rows, so its ef_search is never below 40.
+- ``pgvector-m32`` (not run by default): the same, with the embedded backend's graph
+  (``--index-option M=32 --index-option ef_construction=200``): at 1M pgvector's
+  defaults reached recall@10 0.765 at ef_search 256, where the embedded graph had 0.989.
 
 Then, on the bare vector search, the call each backend's ``vector_search`` makes
 (the FAISS view's ``search``; ``ragmix.store.pg.vector_search``), one query at a
@@ -113,7 +116,7 @@ from _scale_data import (  # noqa: E402
     structured_set,
 )
 
-BACKENDS = ("embedded", "pgvector", "pgvector-halfvec")
+BACKENDS = ("embedded", "pgvector", "pgvector-halfvec", "pgvector-m32")
 RESULT_FILE = "scale.json"
 RECALL_FLOOR = 0.95
 TARGET = "pgvector HNSW recall@10 >= 0.95 at query p50 <= 10 ms on the 1M structured set"
@@ -143,10 +146,13 @@ def headline(curve: list[dict]) -> dict:
 
 
 def target_met(results: dict) -> bool | None:
-    cell = results.get("pgvector", {}).get("1M")
-    if cell is None:
+    """Whether some pgvector HNSW cell at 1M (any index options) reaches the target."""
+    cells = [results[b]["1M"] for b in BACKENDS
+             if b.startswith("pgvector") and "1M" in results.get(b, {})]
+    if not cells:
         return None
-    return any(p["recall@10"] >= RECALL_FLOOR and p["p50_ms"] <= 10 for p in cell["curve"])
+    return any(p["recall@10"] >= RECALL_FLOOR and p["p50_ms"] <= 10
+               for cell in cells for p in cell["curve"])
 
 
 # -- the cells --------------------------------------------------------------------------

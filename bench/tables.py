@@ -154,7 +154,7 @@ def scale() -> None:
     print(_row(["backend", "vectors", "build (s)", "peak memory (MB)", "disk (MB)",
                 "ef_search", "recall@10", "p50 ms", "p99 ms", "recall@10 by ef_search"]))
     print(_row(["---"] * 10))
-    for backend in ("embedded", "pgvector", "pgvector-halfvec"):
+    for backend in ("embedded", "pgvector", "pgvector-halfvec", "pgvector-m32"):
         for size, c in data.get(backend, {}).items():
             curve = ", ".join(f"{p['ef_search']}: {p['recall@10']:.3f}"
                               + ("" if p.get("index_scan", True) else " (exact scan)")
