@@ -69,7 +69,7 @@ and each PostgreSQL curve point says whether the planner used the index
 (BEGIN, set_config of ef_search, the query, COMMIT): on a busy machine it, not the
 index, sets the latency.
 
-Writes bench/results/scale.json, each cell as soon as it completes (a rerun skips
+Writes bench/results/scale.json (and the curves, scale.png), each cell as soon as it completes (a rerun skips
 cells already there with the same vectors, queries and ef values, unless ``--force``)::
 
     {"embedded"|"pgvector": {"100k"|"1M": {"ef_search", "recall@10", "p50_ms", "p99_ms",
@@ -235,12 +235,34 @@ def from_other_benches() -> dict:
     return out
 
 
+def plot(results: dict, path: Path) -> None:
+    """recall@10 against query p50, one curve per (backend, size), ef_search along each."""
+    from ragmix.evaluation.plots import _pyplot, _save
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for backend in BACKENDS:
+        for size, cell in results.get(backend, {}).items():
+            curve = cell["curve"]
+            ax.plot([p["p50_ms"] for p in curve], [p["recall@10"] for p in curve],
+                    marker="o" if size == "1M" else "s",
+                    linestyle="-" if size == "1M" else "--", label=f"{backend} {size}")
+    ax.axhline(RECALL_FLOOR, color="grey", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("query p50 (ms), ef_search 16 to 256 left to right")
+    ax.set_ylabel("recall@10 vs exact")
+    ax.set_title("HNSW on structured MiniLM vectors, 2 CPU cores")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
 def save(args: argparse.Namespace, results: dict) -> None:
     if args.dry_run:
         return
     results.update(from_other_benches())
     results["target"] = {"text": TARGET, "met": target_met(results)}
     write_result(RESULT_FILE, results)
+    plot(results, RESULTS / "scale.png")
 
 
 # -- the driver -------------------------------------------------------------------------
