@@ -28,10 +28,11 @@ ENCODER = "all-MiniLM-L6-v2"  # what the vectors are (or are drawn around): the 
 # both cores, as FAISS has for the embedded one; shared_buffers hold a 1M index.
 BENCH_SERVER = {"maintenance_work_mem": "4GB", "shared_buffers": "4GB",
                 "max_parallel_maintenance_workers": "1"}
-# Each PostgreSQL cell's index options over the backend's defaults (M=16, ef_construction=64,
-# pgvector's own): halfvec storage, or the embedded backend's graph (M=32, ef_construction=200).
-PG_PARAMS: dict[str, dict | None] = {"pgvector": None, "pgvector-halfvec": {"storage": "halfvec"},
-                                     "pgvector-m32": {"M": 32, "ef_construction": 200}}
+# Each PostgreSQL cell's index options over the backend's defaults (the embedded backend's
+# HNSW, M=32, ef_construction=200): halfvec storage, or pgvector's own defaults.
+PG_PARAMS: dict[str, dict | None] = {
+    "pgvector": None, "pgvector-halfvec": {"storage": "halfvec"},
+    "pgvector-m16": {"M": 16, "ef_construction": 64, "ef_search": 40}}
 # Reading smaps_rollup walks a process's page tables (4 GB of shared buffers is 1M
 # entries): once a second keeps the sampler's cost small, and an HNSW build's memory
 # grows for minutes, so the peak is not missed.
@@ -42,7 +43,7 @@ SAMPLE_EVERY_S = 1.0
 class Job:
     """What the parent asks one child to measure (sent as JSON)."""
 
-    backend: str  # embedded | pgvector | pgvector-halfvec | pgvector-m32
+    backend: str  # embedded | pgvector | pgvector-halfvec | pgvector-m16
     size: int
     vectors: str  # the structured set, .npy (size, DIM)
     queries: str  # .npy (q, DIM)

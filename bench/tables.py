@@ -154,7 +154,7 @@ def scale() -> None:
     print(_row(["backend", "vectors", "build (s)", "peak memory (MB)", "disk (MB)",
                 "ef_search", "recall@10", "p50 ms", "p99 ms", "recall@10 by ef_search"]))
     print(_row(["---"] * 10))
-    for backend in ("embedded", "pgvector", "pgvector-halfvec", "pgvector-m32"):
+    for backend in ("embedded", "pgvector", "pgvector-halfvec", "pgvector-m16"):
         for size, c in data.get(backend, {}).items():
             curve = ", ".join(f"{p['ef_search']}: {p['recall@10']:.3f}"
                               + ("" if p.get("index_scan", True) else " (exact scan)")
@@ -183,6 +183,22 @@ def ray() -> None:
           f"queries, k={s['k']}: ids identical {s['ids_equal']}, scores identical "
           f"{s['scores_equal']}; p50 {s['sharded_p50_ms']} ms against "
           f"{s['one_index_p50_ms']} ms for one index in-process")
+
+
+def streaming() -> None:
+    """Streaming ingest at 1M passages (bench_scaling.py's 1M flat row)."""
+    data = _load("scaling.json")
+    row = next((r for r in (data or {}).get("rows", [])
+                if (r["size"], r["kind"]) == (1_000_000, "flat") and "ingest_peak_rss_mb" in r),
+               None)
+    if row is None:
+        return
+    print(_row(["passages", "build (s)", "ingest peak (MB)", "FAISS index (MB)",
+                "peak after searching (MB)", "ingest peak <= index + 1 GB"]))
+    print(_row(["---"] * 6))
+    print(_row([f"{row['size']:,}", f"{row['build_s']:.0f}", f"{row['ingest_peak_rss_mb']:,.0f}",
+                f"{row['index_mb']:,.0f}", f"{row['peak_rss_mb']:,.0f}",
+                "yes" if data["streaming_target_met"] else "**no**"]))
 
 
 if __name__ == "__main__":

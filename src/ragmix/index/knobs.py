@@ -51,6 +51,16 @@ def auto_nlist(n: int) -> int:
     return max(1, min(round(4 * math.sqrt(n)), n // _MIN_POINTS_PER_CENTROID))
 
 
+def index_defaults(kind: str) -> dict[str, Any]:
+    """The default parameters of an index kind (a copy); the PostgreSQL backend's HNSW
+    takes the same.
+
+    >>> index_defaults("hnsw")
+    {'M': 32, 'ef_construction': 200, 'ef_search': 128}
+    """
+    return dict(_DEFAULTS[kind])
+
+
 def check_params(kind: str, dim: int, params: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(params) - set(_DEFAULTS[kind]))
     if unknown:

@@ -5,7 +5,7 @@ for HNSW; ``nlist``, ``nprobe`` for IVF), so ``--index-option`` means the same o
 
 >>> settings = PgSettings.from_index({"kind": "hnsw", "M": 32, "ef_search": 80})
 >>> settings.index_options()
-HnswOptions(m=32, ef_construction=64)
+HnswOptions(m=32, ef_construction=200)
 >>> settings.as_index()["storage"]
 'vector'
 """
@@ -16,10 +16,12 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from ragmix.errors import BadInputError
+from ragmix.index.knobs import index_defaults
 from ragmix.store.pg.index import HnswOptions, IndexOptions, IvfflatOptions
 from ragmix.store.pg.schema import STORAGES
-from ragmix.store.pg.search import DEFAULT_EF_SEARCH, MAX_EF_SEARCH
+from ragmix.store.pg.search import MAX_EF_SEARCH
 
+_HNSW = index_defaults("hnsw")
 PG_INDEX_KINDS = ("hnsw", "ivf", "flat")  # flat: no ANN index, every search exact
 KEYWORDS = ("bm25", "tsvector")
 _KNOBS = {"hnsw": ("M", "ef_construction", "ef_search"), "ivf": ("nlist", "nprobe"), "flat": ()}
@@ -42,9 +44,12 @@ class PgSettings:
     kind: str = "hnsw"
     storage: str = "vector"
     keyword: str = "bm25"
-    M: int = 16
-    ef_construction: int = 64
-    ef_search: int = DEFAULT_EF_SEARCH
+    # The embedded backend's HNSW defaults, not pgvector's (M=16, ef_construction=64,
+    # ef_search=40): at 1M structured MiniLM vectors those reached recall@10 0.765 at
+    # ef_search 256 (BENCHMARKS.md, issue 16), and a collection should search alike in both.
+    M: int = _HNSW["M"]
+    ef_construction: int = _HNSW["ef_construction"]
+    ef_search: int = _HNSW["ef_search"]
     nlist: int = 100
     nprobe: int = 10
 
