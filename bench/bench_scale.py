@@ -46,7 +46,7 @@ Each (size, backend) cell runs in a fresh child process:
 - ``pgvector`` (and ``pgvector-halfvec``, not run by default): ``ragmix copy``
   of that collection into a fresh local PostgreSQL 18 + pgvector 0.8 server
   (binary COPY, then the HNSW build with the backend's defaults, the embedded
-  backend's M=32, ef_construction=200, then its BM25 view), on a server with room for the build
+  backend's graph, M=32, ef_construction=200, then its BM25 view), on a server with room for the build
   (``_scale_cells.BENCH_SERVER``: maintenance_work_mem 4GB, shared_buffers 4GB,
   one parallel maintenance worker; fsync off). Peak memory: the largest sum of
   PSS over the server's processes, sampled each second while building and

@@ -134,7 +134,7 @@ def test_cli_index_search_info_delete_with_store(pg_url, pg_location, corpus, mo
     ok(result)
     assert json.loads(result.output)["index"] == {
         "kind": "hnsw", "storage": "vector", "keyword": "bm25", "M": 8,
-        "ef_construction": 200, "ef_search": 128}  # the embedded backend's defaults
+        "ef_construction": 200, "ef_search": 40}  # the embedded graph, pgvector's ef_search
     again = runner.invoke(cli, ["index", str(corpus), "-c", name, "--halfvec"])
     assert again.exit_code != 0 and "--halfvec only apply" in again.output
     ok(runner.invoke(cli, ["delete", "*doc0004.md", "-c", name]))

@@ -19,7 +19,7 @@ from ragmix.errors import BadInputError
 from ragmix.index.knobs import index_defaults
 from ragmix.store.pg.index import HnswOptions, IndexOptions, IvfflatOptions
 from ragmix.store.pg.schema import STORAGES
-from ragmix.store.pg.search import MAX_EF_SEARCH
+from ragmix.store.pg.search import DEFAULT_EF_SEARCH, MAX_EF_SEARCH
 
 _HNSW = index_defaults("hnsw")
 PG_INDEX_KINDS = ("hnsw", "ivf", "flat")  # flat: no ANN index, every search exact
@@ -44,12 +44,15 @@ class PgSettings:
     kind: str = "hnsw"
     storage: str = "vector"
     keyword: str = "bm25"
-    # The embedded backend's HNSW defaults, not pgvector's (M=16, ef_construction=64,
-    # ef_search=40): at 1M structured MiniLM vectors those reached recall@10 0.765 at
-    # ef_search 256 (BENCHMARKS.md, issue 16), and a collection should search alike in both.
+    # The graph is the embedded backend's (M=32, ef_construction=200), not pgvector's
+    # (16, 64), whose graph reached recall@10 0.758 at ef_search 256 on 1M structured
+    # MiniLM vectors where this one reached 0.952 at 64 (BENCHMARKS.md, issue 16). The
+    # search knob stays pgvector's 40: on small tables a higher one makes the planner pick
+    # an exact scan (8 ms on SciFact's 5k rows at 128, against 0.9 ms through the index);
+    # `ragmix tune` raises it where the collection needs it.
     M: int = _HNSW["M"]
     ef_construction: int = _HNSW["ef_construction"]
-    ef_search: int = _HNSW["ef_search"]
+    ef_search: int = DEFAULT_EF_SEARCH
     nlist: int = 100
     nprobe: int = 10
 
