@@ -123,3 +123,18 @@ def report_plots(
     plot_latency_histogram(seconds_by_mode, Path(out_dir) / LATENCY_PNG,
                            title=f"Latency per {what}")
     return f"## Plots\n\n![{label}]({RECALL_PNG})\n\n![latency]({LATENCY_PNG})\n"
+
+
+def report_plots_or_reason(
+    out_dir: str | Path, metrics_by_mode: Mapping[str, Mapping[str, float]],
+    seconds_by_mode: Mapping[str, Iterable[float]], *, prefix: str, what: str,
+) -> tuple[str, str | None]:
+    """:func:`report_plots`, or ("", why not) without matplotlib: an evaluation's numbers
+    matter more than its pictures, so a report is written either way."""
+    from ragmix.errors import MissingExtraError
+
+    try:
+        return report_plots(out_dir, metrics_by_mode, seconds_by_mode, prefix=prefix,
+                            what=what), None
+    except MissingExtraError as exc:
+        return "", str(exc)

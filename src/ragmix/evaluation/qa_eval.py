@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragmix.errors import BadInputError, MissingExtraError
+from ragmix.errors import BadInputError
 from ragmix.evaluation.datasets import QAExample, load_qa
 from ragmix.evaluation.run_qa import QAReport, evaluate_qa, sample_questions
 from ragmix.modes import (
@@ -111,17 +111,14 @@ def _run_key(collection: Collection, questions: QASample, *, fusion: str, dtype:
 def _plots(out_dir: str | Path, reports: Mapping[str, QAReport], *,
            retrieval_only: bool) -> tuple[str, str | None]:
     """The report's Markdown for the plots, and why there are none (or None)."""
-    from ragmix.evaluation.plots import report_plots
+    from ragmix.evaluation.plots import report_plots_or_reason
 
-    try:
-        return report_plots(
-            out_dir, {name: r.metrics for name, r in reports.items()},
-            {name: [q.retrieval_s + (q.generation_s or 0.0) for q in r.results]
-             for name, r in reports.items()},
-            prefix="answer_recall",
-            what="question (retrieval only)" if retrieval_only else "question"), None
-    except MissingExtraError as exc:  # the numbers matter more than the pictures
-        return "", str(exc)
+    return report_plots_or_reason(
+        out_dir, {name: r.metrics for name, r in reports.items()},
+        {name: [q.retrieval_s + (q.generation_s or 0.0) for q in r.results]
+         for name, r in reports.items()},
+        prefix="answer_recall",
+        what="question (retrieval only)" if retrieval_only else "question")
 
 
 def run_qa_eval(

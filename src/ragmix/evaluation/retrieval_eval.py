@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragmix.errors import BadInputError, MissingExtraError
+from ragmix.errors import BadInputError
 from ragmix.evaluation.retrieval_metrics import Qrels, RetrievalReport
 from ragmix.modes import DEFAULT_RERANK_DEPTH
 from ragmix.retrieval.retrievers import DEFAULT_FUSION
@@ -58,6 +58,7 @@ def run_retrieval_eval(
     ``data`` (where the corpus, queries and qrels came from) and ``settings`` (dtype,
     the reranker's model and weight) go into the report as given.
     """
+    from ragmix.evaluation.plots import report_plots_or_reason
     from ragmix.evaluation.report import retrieval_markdown, retrieval_results, write_report
     from ragmix.evaluation.run_retrieval import evaluate_retrieval
 
@@ -75,7 +76,10 @@ def run_retrieval_eval(
     meta = _meta(collection, info, len(qrels), data or {}, fusion=fusion,
                  rerank_depth=rerank_depth if reranker is not None else None,
                  rerank=None if reranker is None else reranker.name, settings=settings or {})
-    plots, skipped = _plots(out_dir, reports)
+    plots, skipped = report_plots_or_reason(
+        out_dir, {m: r.metrics for m, r in reports.items()},
+        {m: r.latency_s.values() for m, r in reports.items()},
+        prefix="recall", what="query (search only)")
     results_path, report_path = write_report(
         out_dir, retrieval_results(reports, meta), retrieval_markdown(reports, meta) + plots)
     return RetrievalEvalResult(reports, len(qrels), int(info["documents"]), results_path,
@@ -98,14 +102,3 @@ def _meta(collection: Collection, info: Mapping, n_judged: int, data: Mapping, *
                      "rerank_depth": rerank_depth, **settings},
     }
 
-
-def _plots(out_dir: str | Path, reports: Mapping[str, RetrievalReport]) -> tuple[str, str | None]:
-    """The plots' Markdown, or ("", why not) without matplotlib: the numbers matter more."""
-    from ragmix.evaluation.plots import report_plots
-
-    try:
-        return report_plots(out_dir, {m: r.metrics for m, r in reports.items()},
-                            {m: r.latency_s.values() for m, r in reports.items()},
-                            prefix="recall", what="query (search only)"), None
-    except MissingExtraError as exc:
-        return "", str(exc)
