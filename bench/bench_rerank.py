@@ -17,7 +17,11 @@ tenth of the train queries that no model here trains on (bench_training.py's
 split), to choose weights and losses on. SQuAD-open: a seeded sample of
 ``--limit`` dev questions (default 1000), judged by their gold paragraph among
 all 20,963 paragraphs; ``--split heldout`` samples SQuAD train questions no
-model trains on. Collections are bench_retrieval.py's (bench/.work/, reused).
+model trains on. Collections are bench_retrieval.py's (bench/.work/, reused):
+documents whole (cut only past 512 words). ``--chunker words`` indexes 100-word
+passages instead, ``--chunker semantic`` semantic chunks under a 256-token cap
+(``--chunk-size`` changes either), each in its own collection, and names its
+rows ``CHUNKER-SIZE/PIPELINE``; a document's score is its best chunk's.
 
 Results merge into bench/results/rerank.json as
 {"scifact": {PIPELINE: {"ndcg@10", "recall@100", "trained_on_scifact", "ms_p50"}},
@@ -112,9 +116,12 @@ def score_pipelines(args: argparse.Namespace) -> None:
 
     data = require_data(args.data or DATA / ("scifact" if args.dataset == "scifact" else "squad-open"))
     corpus, queries, qrels = load_queries(args.dataset, args.split, data, args.limit)
-    work = ROOT / "bench" / ".work" / f"retrieval-{args.dataset}-{canonical_name('minilm')}"
+    chunker, label = bench_chunker(args.chunker, args.chunk_size)
+    work = ROOT / "bench" / ".work" / (f"retrieval-{args.dataset}-{canonical_name('minilm')}"
+                                       + (f"-{label}" if label else ""))
     print(f"indexing {corpus} into {work} (reused when already built)", flush=True)
-    col, _ = index_corpus(work, corpus, encoder="minilm")
+    col, _ = index_corpus(work, corpus, encoder="minilm", chunker=chunker,
+                          progress=PrintProgress())
     key = args.dataset if args.split == "test" else f"{args.dataset}_heldout"
     path = RESULTS / "rerank.json"
     results = json.loads(path.read_text()) if path.exists() else {}
@@ -148,12 +155,36 @@ def score_pipelines(args: argparse.Namespace) -> None:
             row["depth"] = args.depth if reranker else None
             if args.dataset == "scifact":
                 row["trained_on_scifact"] = trained
-            rows[name] = row
-            print(f"{name:<28}" + "".join(f"  {m} {v}" for m, v in row.items()), flush=True)
+            shown = f"{label}/{name}" if label else name
+            rows[shown] = row
+            print(f"{shown:<28}" + "".join(f"  {m} {v}" for m, v in row.items()), flush=True)
             results["published_scifact_ndcg@10"] = PUBLISHED
             results[f"{key}_queries"] = len(qrels)
             write_result("rerank.json", results)  # after every pipeline: nothing lost
     print(f"wrote {path}")
+
+
+def bench_chunker(name: str, size: int | None):
+    """(chunker or None for the eval default, row-name prefix) for ``--chunker``."""
+    from ragmix.chunking import SIZE_OPTION, make_chunker
+
+    if name == "whole":  # the eval default: documents cut only past 512 words
+        return None, ""
+    size = size or {"words": 100, "semantic": 256}[name]
+    return make_chunker(name, **{SIZE_OPTION[name]: size}), f"{name}-{size}"
+
+
+class PrintProgress:
+    """Indexing progress as a line every 2,000 chunks (a log file, not a terminal)."""
+
+    def start(self, stage: str, total: int | None) -> None:
+        self.stage, self.done = stage, 0
+        print(f"  {stage}", flush=True)
+
+    def advance(self, stage: str, n: int = 1) -> None:
+        before, self.done = self.done, self.done + n
+        if stage == "embedding" and before // 2000 != self.done // 2000:
+            print(f"  {stage} {self.done}", flush=True)
 
 
 def warm(scorer, col) -> None:
@@ -184,6 +215,11 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="squad: questions sampled (default 1000)")
     parser.add_argument("--depth", type=int, default=50, help="first-stage hits reranked")
     parser.add_argument("--data", type=Path)
+    parser.add_argument("--chunker", choices=("whole", "words", "semantic"), default="whole",
+                        help="whole: documents as the evals index them (cut past 512 words); "
+                             "words: 100-word passages; semantic: a 256-token cap; rows are "
+                             "named CHUNKER-SIZE/PIPELINE")
+    parser.add_argument("--chunk-size", type=int, help="words per passage or the token cap")
     parser.add_argument("--no-warm", dest="warm", action="store_false",
                         help="late interaction: do not store all token vectors first")
     args = parser.parse_args()

@@ -253,6 +253,24 @@ def test_a_collection_reopened_chunks_the_same_way(tmp_path) -> None:
         assert col.chunker == chunker
 
 
+def test_ingest_embeds_a_window_of_documents_sentences_in_one_call(tmp_path) -> None:
+    from ragmix.store import Collection
+    from ragmix.types import Document
+
+    encoder = CountingHashing()
+    chunker = SemanticChunker(encoder, max_tokens=6)
+    texts = {f"d{i}": f"Cats purr {i}. Cats purr loudly. Stocks fell. Stocks fell again {i}."
+             for i in range(5)}
+    with Collection.create(tmp_path / "col", encoder="hashing-64", chunker=chunker) as col:
+        col.chunker = chunker  # the manifest's settings rebuilt it; count this one's encoder
+        col.add_documents([Document(doc_id=d, text=t, source=d) for d, t in texts.items()])
+        rows = col.backend.chunk_rows([int(i) for i in col.backend.chunk_ids()]).values()
+        stored = {d: [r.text for r in sorted(rows, key=lambda r: r.start) if r.doc_id == d]
+                  for d in texts}
+    assert len(encoder.calls) == 1 and len(encoder.calls[0]) == 20  # 5 documents x 4 sentences
+    assert stored == {d: [c.text for c in chunker.chunk(d, t)] for d, t in texts.items()}
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

@@ -174,6 +174,19 @@ def test_index_corpus_refuses_a_mixed_collection(tmp_path: Path, beir: Path) -> 
         index_corpus(tmp_path / "col", other)
 
 
+def test_index_corpus_refuses_a_collection_chunked_otherwise(tmp_path: Path, beir: Path) -> None:
+    from ragmix.chunking import make_chunker
+
+    semantic = make_chunker("semantic", encoder="hashing-64", max_tokens=20)
+    col, report = index_corpus(tmp_path / "col", beir / "corpus.jsonl", encoder="hashing-64",
+                               chunker=semantic)
+    assert col.manifest.chunker == semantic.settings() and report.chunks > report.added
+    col.close()
+    with pytest.raises(CollectionError, match="is chunked by .*semantic.* not .*words"):
+        index_corpus(tmp_path / "col", beir / "corpus.jsonl")
+    index_corpus(tmp_path / "col", beir / "corpus.jsonl", chunker=semantic)[0].close()
+
+
 def test_load_beir(beir: Path) -> None:
     corpus, queries, qrels = load_beir(beir)
     assert corpus == beir / "corpus.jsonl"

@@ -17,6 +17,7 @@ from ragmix.evaluation.retrieval_metrics import DEFAULT_KS, Qrels, RetrievalRepo
 from ragmix.types import Hit
 
 if TYPE_CHECKING:  # the store pulls in FAISS and BM25; metrics alone need neither
+    from ragmix.chunking import Chunker
     from ragmix.store import Collection
     from ragmix.store.ingest import IndexReport, Progress
 
@@ -110,29 +111,34 @@ EVAL_CHUNK_WORDS = 512
 
 def index_corpus(
     directory: str | Path, corpus: str | Path, *, encoder: str | None = None,
-    progress: Progress | None = None, dtype: str = "float32",
+    progress: Progress | None = None, dtype: str = "float32", chunker: Chunker | None = None,
 ) -> tuple[Collection, IndexReport]:
     """Open the collection in ``directory`` holding ``corpus``, indexing what it lacks.
 
     A missing collection is created (with ``encoder``, default MiniLM, and
-    documents cut only past ``EVAL_CHUNK_WORDS`` words); an
+    documents cut only past ``EVAL_CHUNK_WORDS`` words, or by ``chunker``); an
     existing one is brought up to date incrementally, so an interrupted build
     resumes. ``encoder``, if given, must be the one an existing collection was
     built with. A collection that also holds other documents is refused: its
     scores would not be comparable. Returns the open collection (close it) and
     what indexing did, including corpus rows it skipped and why. ``dtype``
-    (:data:`ragmix.dtypes.DTYPES`) is what the encoder computes in.
+    (:data:`ragmix.dtypes.DTYPES`) is what the encoder computes in. An existing
+    collection chunked otherwise than ``chunker`` asks for is refused.
     """
     from ragmix.store import Collection
 
     from ragmix.chunking import make_chunker
 
-    options: dict[str, Any] = {"chunker": make_chunker("words", size=EVAL_CHUNK_WORDS),
-                               "dtype": dtype}
+    chunker = chunker or make_chunker("words", size=EVAL_CHUNK_WORDS)
+    options: dict[str, Any] = {"chunker": chunker, "dtype": dtype}
     if encoder is not None:
         options["encoder"] = encoder
     col = Collection.open_or_create(directory, **options)
     try:
+        if col.manifest.chunker != chunker.settings():
+            raise CollectionError(
+                f"collection {str(directory)!r} is chunked by {col.manifest.chunker}, not "
+                f"{chunker.settings()}; use a separate directory per chunker")
         report = col.add([corpus], progress=progress)
         in_corpus = report.added + report.updated + report.unchanged
         if col.store.count_documents() != in_corpus:

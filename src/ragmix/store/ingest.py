@@ -123,15 +123,22 @@ def _settle(window: dict[str, Document], store: StoreBackend, chunker: Chunker,
         return
     known = {doc_id: row.content_hash
              for doc_id, row in store.get_documents(list(window)).items()}
-    for doc in window.values():
-        if known.get(doc.doc_id) == doc.content_hash:
-            tally.unchanged += 1
-            continue
-        chunks = chunker.chunk(doc.doc_id, doc.text)
+    todo = [doc for doc in window.values() if known.get(doc.doc_id) != doc.content_hash]
+    tally.unchanged += len(window) - len(todo)
+    for doc, chunks in zip(todo, chunk_documents(chunker, todo)):
         if chunks:
             committer.add(_Work(doc, chunks, new=doc.doc_id not in known))
         else:
             tally.skipped.append(Skipped(doc.source, "no text to index after chunking"))
+
+
+def chunk_documents(chunker: Chunker, docs: list[Document]) -> list[list[Chunk]]:
+    """Each document's chunks; a chunker with ``chunk_many`` (the semantic one, which
+    embeds every document's sentences in one call) gets the whole window at once."""
+    many = getattr(chunker, "chunk_many", None)
+    if callable(many):
+        return many([(doc.doc_id, doc.text) for doc in docs])
+    return [chunker.chunk(doc.doc_id, doc.text) for doc in docs]
 
 
 class _Committer:
