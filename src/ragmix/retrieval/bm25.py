@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -78,15 +78,26 @@ class Tokenization:
             )
         return stemmer_module.Stemmer(self.stemmer)
 
+    def analyzer(self) -> Analyzer:
+        """The parts that turn text into terms, built once for a corpus or for queries."""
+        return Analyzer(self.lower, re.compile(self.token_pattern).findall,
+                        frozenset(self.stopword_list()), self.make_stemmer())
+
+
+class Analyzer(NamedTuple):
+    """:meth:`Tokenization.analyzer`: lowercase?, the regex splitter, stopwords, stemmer."""
+
+    lower: bool
+    split: Callable[[str], list[str]]
+    stopwords: frozenset[str]
+    stemmer: Any  # a PyStemmer Stemmer, or None
+
 
 class _QueryTerms:
     """Turns a query into bm25s vocabulary ids exactly as bm25s.tokenize does for the corpus."""
 
     def __init__(self, tokenization: Tokenization, vocab: dict[str, int]) -> None:
-        self._lower = tokenization.lower
-        self._split = re.compile(tokenization.token_pattern).findall
-        self._stopwords = frozenset(tokenization.stopword_list())
-        stemmer = tokenization.make_stemmer()
+        self._lower, self._split, self._stopwords, stemmer = tokenization.analyzer()
         self._stem = stemmer.stemWords if stemmer is not None else None
         self._vocab = vocab
 

@@ -13,7 +13,6 @@ and the tf component as bm25s evaluates it (float64, stored as float32);
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -31,10 +30,7 @@ class CorpusTerms:
     each batch's ids as one int32 array with the documents' lengths beside it."""
 
     def __init__(self, tokenization: Tokenization) -> None:
-        self._lower = tokenization.lower
-        self._split = re.compile(tokenization.token_pattern).findall
-        self._stopwords = frozenset(tokenization.stopword_list())
-        stemmer = tokenization.make_stemmer()
+        self._lower, self._split, self._stopwords, stemmer = tokenization.analyzer()
         self._stem = stemmer.stemWord if stemmer is not None else None
         self._word_ids: dict[str, int] = {}  # word as written (lowered) -> its term id
         self.vocab: dict[str, int] = {}  # term (stem) -> term id
