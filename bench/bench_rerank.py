@@ -1,6 +1,7 @@
 """Two-stage retrieval: first stages (BM25, dense, hybrid, SPLADE) and rerankers on top of them.
 
-    .venv/bin/python bench/bench_rerank.py scifact [--pipelines hybrid,hybrid+li@0.5] [--split heldout]
+    .venv/bin/python bench/bench_rerank.py scifact [--pipelines hybrid,hybrid+li@0.5]
+        [--split heldout] [--encoder MODEL]
     .venv/bin/python bench/bench_rerank.py squad [--limit 1000] [--pipelines ...] [--split heldout]
     .venv/bin/python bench/bench_rerank.py train ce-scifact-bce   # a model the pipelines name
 
@@ -22,6 +23,9 @@ documents whole (cut only past 512 words). ``--chunker words`` indexes 100-word
 passages instead, ``--chunker semantic`` semantic chunks under a 256-token cap
 (``--chunk-size`` changes either), each in its own collection, and names its
 rows ``CHUNKER-SIZE/PIPELINE``; a document's score is its best chunk's.
+``--encoder MODEL`` puts a fine-tuned dense encoder under the first stage (a
+model bench_training.py saved, whose SciFact collection is reused); its rows are
+``MODEL/PIPELINE`` and count as having seen the dataset's training data.
 
 Results merge into bench/results/rerank.json as
 {"scifact": {PIPELINE: {"ndcg@10", "recall@100", "trained_on_scifact", "ms_p50"}},
@@ -43,7 +47,7 @@ from ragmix._offline import set_offline_defaults  # noqa: E402
 set_offline_defaults()
 
 from _common import DATA, RESULTS, ROOT, require_data, write_result  # noqa: E402
-from _rerank_models import RERANKERS, load_bench_reranker, train_model  # noqa: E402
+from _rerank_models import MODELS, RERANKERS, load_bench_reranker, train_model  # noqa: E402
 
 from ragmix.encoders import canonical_name  # noqa: E402
 
@@ -90,7 +94,8 @@ def load_queries(dataset: str, split: str, data: Path, limit: int | None):
         from ragmix.training.pairs import load_squad_pairs
 
         keep = squad_heldout_ids(data / "train-v1.1.json.gz")
-        pairs = [p for p in load_squad_pairs(data / "train-v1.1.json.gz").pairs if p.query_id in keep]
+        pairs = [p for p in load_squad_pairs(data / "train-v1.1.json.gz").pairs
+                 if p.query_id in keep]
         queries = {p.query_id: p.query for p in pairs}
         qrels = {p.query_id: {p.positives[0]: 1} for p in pairs}
     n = limit or 1000
@@ -114,13 +119,14 @@ def score_pipelines(args: argparse.Namespace) -> None:
     from ragmix.evaluation.run_retrieval import evaluate_retrieval, index_corpus
     from ragmix.rerank import RerankedSearch, ScoreReranker
 
-    data = require_data(args.data or DATA / ("scifact" if args.dataset == "scifact" else "squad-open"))
+    data = require_data(args.data or DATA / {"scifact": "scifact"}.get(args.dataset, "squad-open"))
     corpus, queries, qrels = load_queries(args.dataset, args.split, data, args.limit)
     chunker, label = bench_chunker(args.chunker, args.chunk_size)
-    work = ROOT / "bench" / ".work" / (f"retrieval-{args.dataset}-{canonical_name('minilm')}"
-                                       + (f"-{label}" if label else ""))
+    encoder, work = bench_encoder(args.encoder, args.dataset, label)
+    if args.encoder:  # rows of a fine-tuned first stage: ENCODER/PIPELINE
+        label = "/".join(filter(None, (Path(encoder).name, label)))
     print(f"indexing {corpus} into {work} (reused when already built)", flush=True)
-    col, _ = index_corpus(work, corpus, encoder="minilm", chunker=chunker,
+    col, _ = index_corpus(work, corpus, encoder=encoder, chunker=chunker,
                           progress=PrintProgress())
     key = args.dataset if args.split == "test" else f"{args.dataset}_heldout"
     path = RESULTS / "rerank.json"
@@ -133,7 +139,7 @@ def score_pipelines(args: argparse.Namespace) -> None:
         for name in (args.pipelines or DEFAULT_PIPELINES[args.dataset]).split(","):
             first, reranker, weight = parse_pipeline(name)
             searcher = col.searcher()
-            trained = first.endswith("-ft")
+            trained = args.encoder is not None  # a fine-tuned encoder: counted as trained here
             if reranker is not None:
                 if reranker not in scorers:
                     scorers[reranker] = load_bench_reranker(reranker, work)
@@ -162,6 +168,25 @@ def score_pipelines(args: argparse.Namespace) -> None:
             results[f"{key}_queries"] = len(qrels)
             write_result("rerank.json", results)  # after every pipeline: nothing lost
     print(f"wrote {path}")
+
+
+def bench_encoder(name: str | None, dataset: str, chunk_label: str) -> tuple[str, Path]:
+    """(encoder, collection folder) for ``--encoder``: the packaged MiniLM by default, or
+    a model folder (a name under bench/.work/models, as bench_training.py saves them).
+    A bench_training.py model's SciFact collection (bench/.work/retrieval-NAME) is reused."""
+    work = ROOT / "bench" / ".work"
+    if name is None:
+        return "minilm", work / (f"retrieval-{dataset}-{canonical_name('minilm')}"
+                                 + (f"-{chunk_label}" if chunk_label else ""))
+    folder = Path(name) if Path(name).is_dir() else MODELS / name
+    if not folder.is_dir():
+        known = sorted(p.name for p in MODELS.glob("*/") if not p.name.startswith(("ce-", "li-")))
+        raise SystemExit(f"--encoder {name!r} is neither a folder nor a model in {MODELS} "
+                         f"({', '.join(known) or 'none trained'}): train one with "
+                         "bench/bench_training.py retriever")
+    shared = dataset == "scifact" and not chunk_label and folder.parent == MODELS
+    suffix = "" if shared else f"-{dataset}" + (f"-{chunk_label}" if chunk_label else "")
+    return str(folder), work / f"retrieval-{folder.name}{suffix}"
 
 
 def bench_chunker(name: str, size: int | None):
@@ -220,6 +245,9 @@ def main() -> None:
                              "words: 100-word passages; semantic: a 256-token cap; rows are "
                              "named CHUNKER-SIZE/PIPELINE")
     parser.add_argument("--chunk-size", type=int, help="words per passage or the token cap")
+    parser.add_argument("--encoder", help="first stage's dense encoder: a folder, or a model "
+                        "bench_training.py saved under bench/.work/models (rows are named "
+                        "MODEL/PIPELINE and count as trained on the dataset); default MiniLM")
     parser.add_argument("--no-warm", dest="warm", action="store_false",
                         help="late interaction: do not store all token vectors first")
     args = parser.parse_args()

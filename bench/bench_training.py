@@ -15,8 +15,8 @@ A seeded tenth of the 809 train queries is held out (``--dev-fraction``) to
 choose settings on; the test queries are never used for that. An epoch trains
 every (query, positive) pair of the rest once. Each model is saved under
 bench/.work/models/, the SciFact corpus is indexed with it
-(bench/.work/retrieval-LABEL/, the same 100-word chunks as the untrained
-baseline) and the dev and 300 test queries are scored, dense and hybrid
+(bench/.work/retrieval-LABEL/, documents cut only past 512 words as in the
+untrained baseline) and the dev and 300 test queries are scored, dense and hybrid
 (weighted fusion, the default). Results merge into bench/results/training.json
 under "scifact_retriever", beside the untrained figures from
 bench/results/retrieval_scifact.json. A rerun reuses a finished model of the
@@ -99,9 +99,11 @@ def retriever(args: argparse.Namespace) -> None:
             continue
         config = RetrieverTrainConfig(
             epochs=args.epochs, batch_size=args.batch_size, chunk_size=args.chunk_size,
-            lr=args.lr, temperature=args.temperature, negatives=CONFIGS[name], seed=args.seed)
+            lr=args.lr, temperature=args.temperature, negatives=CONFIGS[name], seed=args.seed,
+            dtype=args.dtype)
         label = (f"scifact-{name}-e{args.epochs}-lr{args.lr:g}-b{args.batch_size}"
-                 f"-t{args.temperature:g}-dev{args.dev_fraction:g}-s{args.seed}")
+                 f"-t{args.temperature:g}-dev{args.dev_fraction:g}-s{args.seed}"
+                 + ("" if config.dtype == "float32" else f"-{config.dtype}"))
         out = ROOT / "bench" / ".work" / "models" / label
         work = ROOT / "bench" / ".work" / f"retrieval-{label}"
         trained = out / TRAINING_LOG
@@ -125,6 +127,7 @@ def retriever(args: argparse.Namespace) -> None:
         row: dict[str, object] = {"negatives": list(CONFIGS[name]), "epochs": args.epochs,
                                   "batch_size": args.batch_size, "lr": args.lr,
                                   "temperature": args.temperature, "steps": steps,
+                                  "dtype": config.dtype,
                                   "train_queries": len(data.pairs), "dev_queries": len(dev_ids),
                                   "train_s": round(train_s, 1), "index_s": round(index_s, 1),
                                   "mined_per_query": mined,
@@ -245,6 +248,10 @@ def main() -> None:
                    help="train queries held out to choose settings on (never the test ones)")
     r.add_argument("--temperature", type=float, default=0.05)
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--dtype", default="float32",
+                   help="training forward passes: float32, bfloat16 or auto (bf16 where the "
+                        "CPU has AMX); a label ends -bfloat16 when not float32. Indexing "
+                        "and scoring stay float32")
     g = sub.add_parser("rag", help="SQuAD joint fine-tuning of SmolLM2 + the query encoder")
     g.add_argument("--data", type=__import__("pathlib").Path, default=DATA / "squad-open")
     g.add_argument("--mode", choices=("rag-sequence", "rag-token"), default="rag-sequence")
