@@ -17,6 +17,7 @@ from pathlib import Path
 from _common import ROOT
 
 MODELS = ROOT / "bench" / ".work" / "models"
+BENCH_TRAIN_FILE = "bench_rerank_train.json"  # written last: the model is finished
 SQUAD_TRAIN_QUESTIONS = 2000  # seeded; about 125 steps of 16: what 2 cores train in ~30 min
 
 # name -> (ragmix reranker, model folder or None, dataset it was trained on or None)
@@ -94,8 +95,12 @@ def train_model(name: str, data_root: Path, scifact_heldout: Callable, squad_hel
         trainable = [n for n, (_, _, on) in RERANKERS.items() if on]
         raise SystemExit(f"{name!r} is not trained here: choose from {', '.join(trainable)}")
     kind, folder, dataset = RERANKERS[name]
-    data = training_set(dataset, data_root, scifact_heldout, squad_heldout)
     out = Path(folder)
+    if (out / BENCH_TRAIN_FILE).exists():
+        print(f"== {name}: reusing the model trained in {out}", flush=True)
+        record_training(name, out)
+        return
+    data = training_set(dataset, data_root, scifact_heldout, squad_heldout)
     print(f"== training {name}: {len(data.pairs)} queries -> {out}", flush=True)
     began = time.perf_counter()
     if kind == "cross-encoder":
@@ -118,7 +123,33 @@ def train_model(name: str, data_root: Path, scifact_heldout: Callable, squad_hel
         config = RetrieverTrainConfig(epochs=1, negatives=("bm25",), dtype="auto")
         report = late_interaction_trainer("minilm", data, config).train(out, progress=_printer)
     seconds = round(time.perf_counter() - began, 1)
-    (out / "bench_rerank_train.json").write_text(json.dumps(
+    (out / BENCH_TRAIN_FILE).write_text(json.dumps(
         {"name": name, "queries": len(data.pairs), "seconds": seconds,
          "steps": getattr(report, "steps", None)}, indent=2) + "\n")
     print(f"trained {name} in {seconds:.0f} s", flush=True)
+    record_training(name, out)
+
+
+def record_training(name: str, out: Path) -> None:
+    """Merge a trained model's summary into rerank.json under "trained": its time, steps,
+    dtype and the loss every 5 steps, from the report the ragmix trainer saved beside it."""
+    from _common import RESULTS, write_result
+
+    from ragmix.rerank.cross_encoder import TRAINING_REPORT
+    from ragmix.training.retriever import TRAINING_LOG
+
+    bench = json.loads((out / BENCH_TRAIN_FILE).read_text())
+    report_file = out / (TRAINING_REPORT if RERANKERS[name][0] == "cross-encoder"
+                         else TRAINING_LOG)
+    report = json.loads(report_file.read_text())
+    steps = report.get("steps") or bench["steps"]
+    row = {"queries": bench["queries"], "seconds": bench["seconds"], "steps": steps,
+           "seconds_per_step": round(bench["seconds"] / steps, 1) if steps else None,
+           "dtype": report["config"].get("dtype"), "loss": report["config"].get("loss"),
+           "loss_by_step": {str(e["step"]): round(e["loss"], 4) for e in report["log"]
+                            if e["step"] == 1 or e["step"] % 5 == 0}}
+    path = RESULTS / "rerank.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results.setdefault("trained", {})[name] = row
+    write_result("rerank.json", results)
+    print(f"recorded {name}'s training in {path}", flush=True)

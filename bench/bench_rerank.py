@@ -51,6 +51,7 @@ from _rerank_models import MODELS, RERANKERS, load_bench_reranker, train_model  
 
 from ragmix.encoders import canonical_name  # noqa: E402
 
+DATA_FOLDERS = {"scifact": "scifact", "squad": "squad-open"}  # under ../shared/data
 KEYS = {"scifact": ("ndcg@10", "recall@100", "mrr@10"),
         "squad": ("recall@1", "recall@5", "recall@20")}
 DEFAULT_PIPELINES = {"scifact": "bm25,dense,hybrid,hybrid+li,hybrid+li@0.5",
@@ -119,7 +120,7 @@ def score_pipelines(args: argparse.Namespace) -> None:
     from ragmix.evaluation.run_retrieval import evaluate_retrieval, index_corpus
     from ragmix.rerank import RerankedSearch, ScoreReranker
 
-    data = require_data(args.data or DATA / {"scifact": "scifact"}.get(args.dataset, "squad-open"))
+    data = require_data(args.data or DATA / DATA_FOLDERS[args.dataset])
     corpus, queries, qrels = load_queries(args.dataset, args.split, data, args.limit)
     chunker, label = bench_chunker(args.chunker, args.chunk_size)
     encoder, work = bench_encoder(args.encoder, args.dataset, label)

@@ -49,6 +49,7 @@ set_offline_defaults()
 
 from _common import DATA, RESULTS, ROOT, require_data, write_result  # noqa: E402
 
+from ragmix.dtypes import DTYPES  # noqa: E402
 from ragmix.encoders import canonical_name  # noqa: E402
 
 CONFIGS = {"inbatch": (), "bm25": ("bm25",), "model": ("model",),
@@ -248,7 +249,7 @@ def main() -> None:
                    help="train queries held out to choose settings on (never the test ones)")
     r.add_argument("--temperature", type=float, default=0.05)
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--dtype", default="float32",
+    r.add_argument("--dtype", default="float32", choices=DTYPES,
                    help="training forward passes: float32, bfloat16 or auto (bf16 where the "
                         "CPU has AMX); a label ends -bfloat16 when not float32. Indexing "
                         "and scoring stay float32")
