@@ -4,14 +4,17 @@
         [--split heldout] [--encoder MODEL]
     .venv/bin/python bench/bench_rerank.py squad [--limit 1000] [--pipelines ...] [--split heldout]
     .venv/bin/python bench/bench_rerank.py train ce-scifact-bce   # a model the pipelines name
+    .venv/bin/python bench/bench_rerank.py ce-latency [ce-scifact-listwise]  # precisions timed
 
-A pipeline is ``FIRST[+RERANKER[@WEIGHT]]``: FIRST a retrieval mode of the
+A pipeline is ``FIRST[+RERANKER[@WEIGHT]]...``: FIRST a retrieval mode of the
 collection (``hybrid`` is dense MiniLM + BM25, weighted fusion), RERANKER one of
 :data:`_rerank_models.RERANKERS` (``li`` untrained late interaction, ``ql``
 query likelihood under SmolLM2, ``ce-DATA-LOSS`` a cross-encoder trained here,
 ``li-DATA`` a trained MaxSim model), WEIGHT the reranker's share in the
 min-max fusion with the first stage (default 1: the reranker alone). Each
-reranker re-scores the first stage's top ``--depth`` (50) chunks.
+reranker re-scores the first stage's top ``--depth`` (50) chunks; a second
+``+RERANKER@WEIGHT`` re-scores the first one's output the same way, its
+fusion's first stage being the fused score before it.
 
 SciFact: the 300 test queries; ``--split heldout`` scores instead the seeded
 tenth of the train queries that no model here trains on (bench_training.py's
@@ -106,13 +109,26 @@ def load_queries(dataset: str, split: str, data: Path, limit: int | None):
     return data / "paragraphs.jsonl", queries, qrels
 
 
-def parse_pipeline(name: str) -> tuple[str, str | None, float]:
-    """``"hybrid+ce-scifact-bce@0.5"`` -> ("hybrid", "ce-scifact-bce", 0.5)."""
-    first, _, rest = name.partition("+")
-    if not rest:
-        return first, None, 1.0
-    reranker, _, weight = rest.partition("@")
-    return first, reranker, float(weight) if weight else 1.0
+def load_bench_model_folder(name: str) -> str:
+    """A trained cross-encoder's folder by bench name; exits naming how to train it."""
+    kind, folder, _ = RERANKERS.get(name, (None, None, None))
+    if kind != "cross-encoder":
+        raise SystemExit(f"{name!r} is not a bench cross-encoder: choose from "
+                         + ", ".join(n for n, v in RERANKERS.items() if v[0] == "cross-encoder"))
+    if not Path(folder).is_dir():
+        raise SystemExit(f"{name} is not trained yet: bench/bench_rerank.py train {name}")
+    return folder
+
+
+def parse_pipeline(name: str) -> tuple[str, list[tuple[str, float]]]:
+    """``"hybrid+ql@0.5+li@0.3"`` -> ("hybrid", [("ql", 0.5), ("li", 0.3)]): the first stage,
+    then each reranker in turn over the one before it (weight 1 when none is given)."""
+    first, *rest = name.split("+")
+    stages = []
+    for part in rest:
+        reranker, _, weight = part.partition("@")
+        stages.append((reranker, float(weight) if weight else 1.0))
+    return first, stages
 
 
 def score_pipelines(args: argparse.Namespace) -> None:
@@ -126,6 +142,7 @@ def score_pipelines(args: argparse.Namespace) -> None:
     encoder, work = bench_encoder(args.encoder, args.dataset, label)
     if args.encoder:  # rows of a fine-tuned first stage: ENCODER/PIPELINE
         label = "/".join(filter(None, (Path(encoder).name, label)))
+    label = "/".join(filter(None, (args.tag, label)))
     print(f"indexing {corpus} into {work} (reused when already built)", flush=True)
     col, _ = index_corpus(work, corpus, encoder=encoder, chunker=chunker,
                           progress=PrintProgress())
@@ -135,31 +152,32 @@ def score_pipelines(args: argparse.Namespace) -> None:
     rows = results.setdefault(key, {})
     k = 100 if args.dataset == "scifact" else 20
     scorers: dict[str, object] = {}
-    first_ms: dict[str, float] = {}  # reranker -> p50 of the first pipeline that computed it
+    first_ms: dict[tuple, float] = {}  # rerankers -> p50 of the pipeline that scored afresh
     with col:
         for name in (args.pipelines or DEFAULT_PIPELINES[args.dataset]).split(","):
-            first, reranker, weight = parse_pipeline(name)
+            first, stages = parse_pipeline(name)
             searcher = col.searcher()
             trained = args.encoder is not None  # a fine-tuned encoder: counted as trained here
-            if reranker is not None:
+            fresh = True  # no reranker of this row has scored a pair yet: its time is its cost
+            for reranker, weight in stages:
                 if reranker not in scorers:
                     scorers[reranker] = load_bench_reranker(reranker, work)
                     if reranker.startswith("li") and args.warm:
                         warm(scorers[reranker][0].scorer, col)
                 scorer, trained_here = scorers[reranker]
-                computed_before = scorer.computed
+                fresh = fresh and scorer.computed == 0
                 trained = trained or (trained_here == args.dataset)
                 searcher = RerankedSearch(searcher, ScoreReranker(scorer, weight=weight),
                                           depth=args.depth)
             report = evaluate_retrieval(searcher, queries, qrels, mode=first, k=k)
             row = {m: round(report.metrics[m], 4) for m in KEYS[args.dataset]}
             row["ms_p50"] = round(latency_summary(report.latency_s.values())["p50"], 1)
-            if reranker is not None:
-                if computed_before == 0:  # the memo was empty: this run paid for every pair
-                    first_ms[reranker] = row["ms_p50"]
-                else:  # an earlier pipeline scored some or all of its pairs: its time is the cost
-                    row["ms_p50"], row["ms_p50_from_first_run"] = first_ms.get(reranker), True
-            row["depth"] = args.depth if reranker else None
+            combo = tuple(r for r, _ in stages)
+            if combo and fresh:
+                first_ms[combo] = row["ms_p50"]
+            elif combo:  # an earlier pipeline scored some or all of its pairs: its time is the cost
+                row["ms_p50"], row["ms_p50_from_first_run"] = first_ms.get(combo), True
+            row["depth"] = args.depth if stages else None
             if args.dataset == "scifact":
                 row["trained_on_scifact"] = trained
             shown = f"{label}/{name}" if label else name
@@ -234,9 +252,10 @@ def warm(scorer, col) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("task", choices=("scifact", "squad", "train"))
-    parser.add_argument("model", nargs="?", help=f"train: one of {', '.join(RERANKERS)}")
-    parser.add_argument("--pipelines", help="comma-separated FIRST[+RERANKER[@WEIGHT]]")
+    parser.add_argument("task", choices=("scifact", "squad", "train", "ce-latency"))
+    parser.add_argument("model", nargs="?", help=f"train: one of {', '.join(RERANKERS)}; "
+                        "ce-latency: a trained cross-encoder (default ce-scifact-listwise)")
+    parser.add_argument("--pipelines", help="comma-separated FIRST[+RERANKER[@WEIGHT]]...")
     parser.add_argument("--split", choices=("test", "heldout"), default="test")
     parser.add_argument("--limit", type=int, help="squad: questions sampled (default 1000)")
     parser.add_argument("--depth", type=int, default=50, help="first-stage hits reranked")
@@ -249,6 +268,8 @@ def main() -> None:
     parser.add_argument("--encoder", help="first stage's dense encoder: a folder, or a model "
                         "bench_training.py saved under bench/.work/models (rows are named "
                         "MODEL/PIPELINE and count as trained on the dataset); default MiniLM")
+    parser.add_argument("--tag", help="a prefix for this run's row names (TAG/PIPELINE), so "
+                        "rows under other settings (--depth) sit beside the default ones")
     parser.add_argument("--no-warm", dest="warm", action="store_false",
                         help="late interaction: do not store all token vectors first")
     args = parser.parse_args()
@@ -256,6 +277,15 @@ def main() -> None:
         if not args.model:
             sys.exit("train: name the model, e.g. ce-scifact-bce")
         train_model(args.model, DATA, scifact_heldout_ids, squad_heldout_ids)
+        return
+    if args.task == "ce-latency":  # see _rerank_latency.py
+        from _rerank_latency import run
+
+        name = args.model or "ce-scifact-listwise"
+        model = Path(load_bench_model_folder(name))
+        data = require_data(args.data or DATA / DATA_FOLDERS["scifact"])
+        run(model, bench_encoder(None, "scifact", "")[1], data, RESULTS / "rerank.json",
+            write_result)
         return
     args.dataset = args.task
     score_pipelines(args)

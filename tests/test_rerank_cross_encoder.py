@@ -76,6 +76,19 @@ def test_score_is_the_raw_logit_of_each_pair(torch, folder):
     assert np.ptp(scores) > 1e-3  # a real spread, so the order checks mean something
 
 
+def test_bfloat16_holds_bf16_weights_and_scores_close_to_float32(torch, folder):
+    from ragmix.rerank.cross_encoder import CrossEncoderScorer
+
+    scorer = CrossEncoderScorer(folder, dtype="bfloat16", batch_size=3)
+    assert {p.dtype for p in scorer.model.parameters()} == {torch.bfloat16}
+    scores = scorer.score(QUERY, TEXTS)
+    assert scores.dtype == np.float64
+    reference = direct_logits(torch, folder, QUERY, TEXTS)[:, 0]
+    np.testing.assert_allclose(scores, reference, atol=0.05 * np.ptp(reference))
+    float32 = CrossEncoderScorer(folder, dtype="float32")
+    assert {p.dtype for p in float32.model.parameters()} == {torch.float32}
+
+
 def test_two_labels_score_the_log_odds(torch, tmp_path):
     from ragmix.rerank.cross_encoder import CrossEncoderScorer
 
