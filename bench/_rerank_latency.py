@@ -1,15 +1,16 @@
 """How fast a cross-encoder scores a query's top 50, under each precision and pair length.
 
-    .venv/bin/python bench/bench_rerank.py ce-latency [--model ce-scifact-listwise]
+    .venv/bin/python bench/bench_rerank.py ce-latency [ce-scifact-listwise]
 
 For 20 SciFact test queries, the hybrid top 50 of the SciFact collection are
 scored by ragmix's :class:`~ragmix.rerank.cross_encoder.CrossEncoderScorer`
 (batch 32, longest first) in turn as: float32; float32 weights under bf16
 autocast (what the scorer did before it held bf16 weights, and what training
 does); bf16 weights (the scorer's "bfloat16" now); bf16 weights with pairs
-cut to 128 tokens. Each variant's p50 over the queries (one warm-up query
-first) and the Pearson correlation of its scores with float32's are written to
-rerank.json under "ce_latency". Variants run back to back in one process, so
+cut to 128 tokens; int8 dynamic quantisation of the Linear layers. Each
+variant's p50 over the queries (one warm-up query first) and the Pearson
+correlation of its scores with float32's are written to rerank.json under
+"ce_latency". Variants run back to back in one process, so
 their ratios compare like with like.
 """
 
@@ -49,7 +50,25 @@ def variants(model: Path):
             ("bf16 weights, 128-token pairs",
              CrossEncoderScorer(model, dtype="bfloat16", max_length=128), nullcontext),
         ]
+    out.append(("int8 dynamic (torch.ao), float32 activations", int8_scorer(model), nullcontext))
     return out
+
+
+def int8_scorer(model: Path):
+    """The float32 scorer with its Linear layers quantised to int8 (weights; activations are
+    quantised on the fly): the lever ragmix does not use, timed to say why."""
+    import warnings
+
+    import torch
+
+    from ragmix.rerank.cross_encoder import CrossEncoderScorer
+
+    scorer = CrossEncoderScorer(model, dtype="float32")
+    with warnings.catch_warnings():  # torch.ao's deprecation notice for eager quantisation
+        warnings.simplefilter("ignore")
+        scorer.model = torch.ao.quantization.quantize_dynamic(
+            scorer.model, {torch.nn.Linear}, dtype=torch.qint8)
+    return scorer
 
 
 def measure(model: Path, collection_dir: Path, data: Path) -> dict[str, dict]:

@@ -107,6 +107,20 @@ def rerank() -> None:
             ms = t.get("ms_p50")
             print(_row([name, h.get(keys[0], "-"), *(t.get(k, "-") for k in keys),
                         "-" if ms is None else f"{ms:.0f}", last]))
+    ce_latency(data.get("ce_latency"))
+
+
+def ce_latency(data: dict | None) -> None:
+    """The cross-encoder's time over a query's top 50 per precision (bench_rerank.py ce-latency)."""
+    if not data:
+        return
+    first = next(iter(data["variants"].values()))
+    print(f"\ncross-encoder {data['model']}: {first['queries']} SciFact test queries, their "
+          f"hybrid top {first['depth']}\n")
+    print(_row(["precision", "tokens a pair", "ms p50 (scoring only)", "correlation with float32"]))
+    print(_row(["---"] * 4))
+    for name, row in data["variants"].items():
+        print(_row([name, row["max_length"], f"{row['ms_p50']:.0f}", row["corr_with_float32"]]))
 
 
 def tune() -> None:
