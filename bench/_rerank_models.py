@@ -49,6 +49,19 @@ class Memo:
         return np.array([self.seen[(query, t)] for t in texts], dtype=np.float64)
 
 
+def bench_reranker(name: str, kind: str | None = None) -> tuple[str, str | None, str | None]:
+    """``RERANKERS[name]``, checked: of ``kind`` when one is given, and trained if trained here;
+    exits naming the choices, or how to train it."""
+    if name not in RERANKERS or (kind and RERANKERS[name][0] != kind):
+        choices = [n for n, v in RERANKERS.items() if kind in (None, v[0])]
+        raise SystemExit(f"unknown {kind or 'reranker'} {name!r}: choose from "
+                         f"{', '.join(choices)}")
+    found, model, trained_on = RERANKERS[name]
+    if model is not None and trained_on is not None and not Path(model).is_dir():
+        raise SystemExit(f"{name} is not trained yet: bench/bench_rerank.py train {name}")
+    return found, model, trained_on
+
+
 def load_bench_reranker(name: str, collection_dir: Path):
     """(memoised scorer, dataset it was trained on or None) for a bench reranker name.
 
@@ -57,11 +70,7 @@ def load_bench_reranker(name: str, collection_dir: Path):
     """
     from ragmix.rerank import load_scorer, token_store_dir
 
-    if name not in RERANKERS:
-        raise SystemExit(f"unknown reranker {name!r}: choose from {', '.join(RERANKERS)}")
-    kind, model, trained_on = RERANKERS[name]
-    if model is not None and trained_on is not None and not Path(model).is_dir():
-        raise SystemExit(f"{name} is not trained yet: bench/bench_rerank.py train {name}")
+    kind, model, trained_on = bench_reranker(name)
     store = (token_store_dir(collection_dir, model, dtype="auto")
              if kind == "late-interaction" else None)
     return Memo(load_scorer(kind, model=model, dtype="auto", store=store)), trained_on

@@ -50,7 +50,8 @@ from ragmix._offline import set_offline_defaults  # noqa: E402
 set_offline_defaults()
 
 from _common import DATA, RESULTS, ROOT, require_data, write_result  # noqa: E402
-from _rerank_models import MODELS, RERANKERS, load_bench_reranker, train_model  # noqa: E402
+from _rerank_models import (MODELS, RERANKERS, bench_reranker,  # noqa: E402
+                            load_bench_reranker, train_model)
 
 from ragmix.encoders import canonical_name  # noqa: E402
 
@@ -107,17 +108,6 @@ def load_queries(dataset: str, split: str, data: Path, limit: int | None):
         keep_ids = sorted(random.Random(0).sample(sorted(qrels), n))
         qrels = {q: qrels[q] for q in keep_ids}
     return data / "paragraphs.jsonl", queries, qrels
-
-
-def load_bench_model_folder(name: str) -> str:
-    """A trained cross-encoder's folder by bench name; exits naming how to train it."""
-    kind, folder, _ = RERANKERS.get(name, (None, None, None))
-    if kind != "cross-encoder":
-        raise SystemExit(f"{name!r} is not a bench cross-encoder: choose from "
-                         + ", ".join(n for n, v in RERANKERS.items() if v[0] == "cross-encoder"))
-    if not Path(folder).is_dir():
-        raise SystemExit(f"{name} is not trained yet: bench/bench_rerank.py train {name}")
-    return folder
 
 
 def parse_pipeline(name: str) -> tuple[str, list[tuple[str, float]]]:
@@ -282,7 +272,7 @@ def main() -> None:
         from _rerank_latency import run
 
         name = args.model or "ce-scifact-listwise"
-        model = Path(load_bench_model_folder(name))
+        model = Path(bench_reranker(name, "cross-encoder")[1])
         data = require_data(args.data or DATA / DATA_FOLDERS["scifact"])
         run(model, bench_encoder(None, "scifact", "")[1], data, RESULTS / "rerank.json",
             write_result)
