@@ -105,14 +105,12 @@ def _chat_generator(tokenizer=None):
 
 
 def _smollm2_tokenizer():
-    """SmolLM2's own tokenizer, from ragmix's converted cache (no model is loaded)."""
+    """SmolLM2's own tokenizer, from ragmix's converted cache (no model is loaded; the
+    first use on a machine converts the packaged GGUF, as the first SmolLM2 load does)."""
     transformers = pytest.importorskip("transformers")
-    from ragmix.generation.smollm import MODEL_NAME, default_cache_dir
+    from ragmix.generation.smollm import converted_folder
 
-    folder = default_cache_dir() / "models" / MODEL_NAME
-    if not (folder / "tokenizer.json").is_file():
-        pytest.skip(f"no SmolLM2 tokenizer in {folder} (made by the first SmolLM2 load)")
-    return transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    return transformers.AutoTokenizer.from_pretrained(converted_folder(), local_files_only=True)
 
 
 @pytest.fixture(scope="module", params=["tiny", "tiny-chatml", "smollm2"])

@@ -64,15 +64,22 @@ def load_smollm2(*, cache_dir: Path | None = None, dtype: str = "float32") -> HF
     >>> gen.generate("What is the capital of France?", max_new_tokens=12)  # doctest: +SKIP
     'The capital of France is Paris.'
     """
-    target = Path(cache_dir or default_cache_dir()).expanduser() / "models" / MODEL_NAME
-    if not (target / "config.json").is_file():
-        _convert_gguf(_gguf_path(), target)
+    target = converted_folder(cache_dir=cache_dir)
     generator = HFGenerator.from_pretrained(target, name=MODEL_NAME, use_chat_template=True,
                                             dtype=dtype)
     # Left padding ends every row of a scoring batch with its continuation, so
     # the vocabulary projection skips most prompt positions (not saved by transformers).
     generator.tokenizer.padding_side = "left"
     return generator
+
+
+def converted_folder(*, cache_dir: Path | None = None) -> Path:
+    """The converted SmolLM2 folder (model, tokenizer, config), converting the packaged
+    GGUF there first if the cache does not hold it yet; nothing is loaded."""
+    target = Path(cache_dir or default_cache_dir()).expanduser() / "models" / MODEL_NAME
+    if not (target / "config.json").is_file():
+        _convert_gguf(_gguf_path(), target)
+    return target
 
 
 def _gguf_path() -> Path:
