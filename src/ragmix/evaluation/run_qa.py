@@ -149,12 +149,10 @@ def evaluate_qa(
         recorder, generator, generation, k=k, mode=mode, max_new_tokens=max_new_tokens, tau=tau,
         beams=beams, decoding=decoding, scoring=scoring, min_confidence=min_confidence)
     stage = f"answering ({generation}, {mode})" if rag else f"retrieving ({mode})"
-    log = None if journal is None else QAJournal(journal, {
-        "mode": mode, "k": k, "recall_ks": ks, "regex": regex, "max_new_tokens": max_new_tokens,
-        "generation": generation if rag else None, "tau": tau, "beams": beams,
-        "decoding": decoding, "generator": getattr(generator, "name", None),
-        **({"scoring": scoring} if decoding == "grounded" else {}),
-        **({"min_confidence": min_confidence} if min_confidence not in (None, 0, 0.0) else {})})
+    log = None if journal is None else QAJournal(journal, _journal_settings(
+        generator, mode=mode, k=k, recall_ks=ks, regex=regex, max_new_tokens=max_new_tokens,
+        generation=generation if rag else None, tau=tau, beams=beams, decoding=decoding,
+        scoring=scoring, min_confidence=min_confidence))
     done = {} if log is None else log.done
     if progress is not None:
         progress.start(stage, len(examples))
@@ -173,6 +171,17 @@ def evaluate_qa(
         if log is not None:
             log.close()
     return QAReport(_means(results), tuple(results))
+
+
+def _journal_settings(generator: Generator | None, *, scoring: str, min_confidence,
+                      **settings) -> dict:
+    """What a QA journal must match to be resumed: the settings that change an answer."""
+    settings["generator"] = getattr(generator, "name", None)
+    if settings["decoding"] == "grounded":
+        settings["scoring"] = scoring
+    if min_confidence not in (None, 0, 0.0):
+        settings["min_confidence"] = min_confidence
+    return settings
 
 
 def _answer(ex: QAExample, recorder: _Recorder, rag, ks: list[int], *, mode: str,
