@@ -210,15 +210,8 @@ class RagTrainer:
         ``progress(event, **info)`` gets "start" (total, done) and "step" events.
         """
         torch = require("torch", "models")
-        transformers = require("transformers", "models")
         cfg, output = self.config, Path(output)
-        gen_params = [p for p in self.gen.model.parameters() if p.requires_grad]
-        groups = [{"params": gen_params, "lr": cfg.lr}]
-        if cfg.train_query_encoder:
-            groups.append({"params": list(self.query_model.parameters()), "lr": cfg.query_lr})
-        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        schedule = transformers.get_linear_schedule_with_warmup(
-            optimizer, int(cfg.warmup * cfg.steps), cfg.steps)
+        optimizer, schedule = self._optimizer()
         monitor = CollapseMonitor(cfg.monitor_window)
         log: list[RagStepLog] = []
         warnings: list[str] = []
@@ -261,10 +254,7 @@ class RagTrainer:
                     progress("warning", text=stats.warning)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 save_checkpoint(checkpoints, step, {
-                    "config": asdict(cfg), "run": run,
-                    "generator": trainable_state(self.gen.model),
-                    "query_model": self.query_model.state_dict(),
-                    "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                    "config": asdict(cfg), "run": run, **self._weights_state(optimizer, schedule),
                     "initial_top1": initial_top1, "monitor": monitor,
                     "log": [asdict(r) for r in log], "warnings": warnings,
                     "seconds": time.perf_counter() - began})
@@ -276,6 +266,28 @@ class RagTrainer:
                                 tuple(log), tuple(warnings))
         self.save(output, report)
         return report
+
+    def _optimizer(self) -> tuple[Any, Any]:
+        """AdamW over the generator's trainable weights (and the query encoder's, when it
+        trains, at its own rate), with linear warm-up and decay over ``config.steps``."""
+        torch = require("torch", "models")
+        transformers = require("transformers", "models")
+        cfg = self.config
+        gen_params = [p for p in self.gen.model.parameters() if p.requires_grad]
+        groups = [{"params": gen_params, "lr": cfg.lr}]
+        if cfg.train_query_encoder:
+            groups.append({"params": list(self.query_model.parameters()), "lr": cfg.query_lr})
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        schedule = transformers.get_linear_schedule_with_warmup(
+            optimizer, int(cfg.warmup * cfg.steps), cfg.steps)
+        return optimizer, schedule
+
+    def _weights_state(self, optimizer: Any, schedule: Any) -> dict[str, Any]:
+        """The checkpoint's weights part: trainable generator weights, query encoder,
+        optimiser and schedule (what ``train`` restores on resuming)."""
+        return {"generator": trainable_state(self.gen.model),
+                "query_model": self.query_model.state_dict(),
+                "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict()}
 
     def fingerprint(self) -> dict[str, str]:
         """What a checkpoint must match besides the config: the data, index and generator."""
