@@ -375,15 +375,16 @@ def test_load_errors(tmp_path):
 def test_single_queries_run_on_one_thread_and_restore_the_setting() -> None:
     import faiss
 
-    from ragmix.index.faiss_index import FaissIndex, _threads_for
+    from ragmix.index.faiss_files import threads_for
+    from ragmix.index.faiss_index import FaissIndex
 
     before = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(2)
     try:
-        with _threads_for(1):
+        with threads_for(1):
             assert faiss.omp_get_max_threads() == 1
         assert faiss.omp_get_max_threads() == 2
-        with _threads_for(64):
+        with threads_for(64):
             assert faiss.omp_get_max_threads() == 2
         index = FaissIndex("flat", 4)
         index.add(np.arange(3), np.eye(4, dtype=np.float32)[:3])

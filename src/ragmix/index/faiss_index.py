@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
 from ragmix._extras import require
 from ragmix.errors import BadInputError, CollectionError
+from ragmix.index.faiss_files import FORMAT, read_sidecar, threads_for, write_atomically
 from ragmix.index.knobs import (
     _DEFAULTS,
     _MIN_POINTS_PER_CENTROID,
@@ -27,7 +25,6 @@ _log = logging.getLogger(__name__)
 # every list: filtered ANN search degrades when few ids pass the filter.
 EXACT_FILTER_MAX = 2048
 
-_FORMAT = "ragmix.faiss/1"
 _EMPTY_SCORE = np.finfo(np.float32).min  # what faiss writes into empty IP slots
 
 
@@ -288,7 +285,7 @@ class FaissIndex:
             )
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
             raise BadInputError(f"k must be an integer > 0, got {k!r}")
-        with _threads_for(len(queries)):
+        with threads_for(len(queries)):
             return self._search(queries, int(k), allowed_ids, ef_search, nprobe)
 
     def _search(self, queries, k, allowed_ids, ef_search, nprobe):
@@ -365,38 +362,14 @@ class FaissIndex:
     # -- persistence --------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the index to ``path`` and its settings to ``path + ".json"``, each atomically."""
-        path = os.fspath(path)
-        # Settings first: they never change for an index, so a crash between the two
-        # writes leaves an old index beside valid settings, never an index without them.
-        sidecar = {"format": _FORMAT, "kind": self._kind, "dim": self._dim, "params": self._params}
-        with open(path + ".json.tmp", "w", encoding="utf-8") as f:
-            json.dump(sidecar, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(path + ".json.tmp", path + ".json")
-        _faiss().write_index(self._index, path + ".tmp")
-        with open(path + ".tmp", "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(path + ".tmp", path)
+        sidecar = {"format": FORMAT, "kind": self._kind, "dim": self._dim, "params": self._params}
+        write_atomically(_faiss(), self._index, os.fspath(path), sidecar)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> FaissIndex:
         """Read an index written by :meth:`save`, with its kind and search knobs."""
         path = os.fspath(path)
-        if not os.path.exists(path):
-            raise BadInputError(f"no FAISS index at {path!r}; build and save one first")
-        try:
-            with open(path + ".json", encoding="utf-8") as f:
-                sidecar = json.load(f)
-        except (OSError, ValueError) as exc:
-            raise CollectionError(
-                f"cannot read {path + '.json'!r} ({exc}); it is written by FaissIndex.save "
-                "next to the index: rebuild the index"
-            ) from exc
-        if sidecar.get("format") != _FORMAT:
-            raise CollectionError(
-                f"{path + '.json'!r} is not a {_FORMAT} sidecar; rebuild the index"
-            )
+        sidecar = read_sidecar(path)
         self = cls(sidecar["kind"], sidecar["dim"], **sidecar["params"])
         faiss = _faiss()
         index = faiss.read_index(path)  # already downcast to its concrete class
@@ -411,24 +384,3 @@ class FaissIndex:
         else:
             self._install(index)
         return self
-
-
-# Below this many queries a search runs on one OpenMP thread: a query is scanned
-# by one thread anyway, and on a busy machine starting a thread team per query
-# costs milliseconds (flat, 13k x 384, 2 cores under load: p50 6.3 ms with 2
-# threads, 1.5 ms with 1).
-SINGLE_THREAD_BELOW = 4
-
-
-@contextmanager
-def _threads_for(n_queries: int) -> Iterator[None]:
-    faiss = _faiss()
-    before = faiss.omp_get_max_threads()
-    if n_queries >= SINGLE_THREAD_BELOW or before == 1:
-        yield
-        return
-    faiss.omp_set_num_threads(1)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
