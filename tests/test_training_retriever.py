@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ragmix.errors import BadInputError
-from ragmix.training.negatives import bm25_negatives, contains_answer, model_negatives
+from ragmix.training.negatives import bm25_negatives, model_negatives
 from ragmix.training.pairs import TrainingSet, TrainPair
 from ragmix.training.retriever_config import RetrieverTrainConfig
 
@@ -268,7 +268,7 @@ def test_training_scores_cosine_for_a_model_without_normalize(torch, tokenizer, 
 
     from tiny_models import tiny_sentence_transformer
 
-    from ragmix.training import retriever
+    from ragmix.training import pool_scoring, retriever
     from ragmix.training.infonce import info_nce
 
     model, _ = tiny_sentence_transformer(torch, tokenizer, tmp_path, normalize=False)
@@ -283,7 +283,7 @@ def test_training_scores_cosine_for_a_model_without_normalize(torch, tokenizer, 
         scored.append((q.detach(), d.detach()))
         return info_nce(q, d, *args, **kwargs)
 
-    monkeypatch.setattr(retriever, "info_nce", spy)
+    monkeypatch.setattr(pool_scoring, "info_nce", spy)
     batch = [(pair, pair.positives[0]) for pair in data.pairs]
     pool_ids, targets = trainer.pool(batch, random.Random(0))
     loss = trainer.step_loss(batch, pool_ids, targets)

@@ -30,75 +30,25 @@ import random
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from ragmix._extras import require
-from ragmix.encoders.sentence_transformer import embed, encode, packaged_minilm_path
+from ragmix.encoders.sentence_transformer import encode, packaged_minilm_path
 from ragmix.encoders.two_tower import TWO_TOWER_FILE
 from ragmix.errors import BadInputError
 from ragmix.training.checkpoint import resume_state, save_checkpoint
-from ragmix.training.infonce import info_nce, pool_exclusions
+from ragmix.training.infonce import pool_exclusions
 from ragmix.training.negatives import Negatives, bm25_negatives, model_negatives
 from ragmix.training.pairs import TrainingSet, TrainPair
+from ragmix.training.pool_scoring import DenseScoring, PoolScoring
 from ragmix.training.retriever_config import RetrieverTrainConfig
-
-if TYPE_CHECKING:
-    from torch import Tensor
 
 TRAINING_LOG = "ragmix_training.json"
 MAX_SCALE = 100.0  # CLIP's cap on a learned 1/temperature
-
-
-class PoolScoring(Protocol):
-    """The part of a contrastive step that depends on the kind of model.
-
-    ``embed_*`` map texts to tensors with a graph, batch first (GradCache
-    chunks along it); ``loss`` is InfoNCE of every query against the pool.
-    ``modules`` are trainable weights beyond the encoders (optimised,
-    checkpointed, saved by ``save``); ``settings`` are what a checkpoint must
-    match besides the config.
-    """
-
-    @property
-    def modules(self) -> tuple[Any, ...]: ...
-
-    @property
-    def settings(self) -> dict[str, str]: ...
-
-    def embed_queries(self, texts: list[str]) -> Tensor: ...
-
-    def embed_passages(self, texts: list[str]) -> Tensor: ...
-
-    def loss(self, queries: Tensor, passages: Tensor, targets: Tensor, *,
-             temperature: Tensor | float, excluded: Tensor) -> Tensor: ...
-
-    def save(self, output: Path) -> None: ...
-
-
-class DenseScoring:
-    """A bi-encoder's scoring: cosine of the unit sentence embeddings the index stores."""
-
-    def __init__(self, query_model: Any, passage_model: Any, dtype: str) -> None:
-        self.query_model, self.passage_model, self.dtype = query_model, passage_model, dtype
-        self.modules: tuple[Any, ...] = ()  # the encoders are the trainer's own
-        self.settings: dict[str, str] = {}
-
-    def embed_queries(self, texts: list[str]) -> Tensor:
-        return embed(self.query_model, texts, dtype=self.dtype)  # (n, D)
-
-    def embed_passages(self, texts: list[str]) -> Tensor:
-        return embed(self.passage_model, texts, dtype=self.dtype)  # (n, D)
-
-    def loss(self, queries: Tensor, passages: Tensor, targets: Tensor, *,
-             temperature: Tensor | float, excluded: Tensor) -> Tensor:
-        return info_nce(queries, passages, targets, temperature=temperature, excluded=excluded)
-
-    def save(self, output: Path) -> None:
-        """Nothing beyond the sentence-transformers folder."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +69,18 @@ class RetrieverTrainReport:
     mined: dict[str, float]  # source -> mean negatives found per query
     log: tuple[StepLog, ...]
     resumed_from: int = 0  # the checkpoint's step, 0 for a fresh run
+
+
+@dataclass
+class _Position:
+    """Where a training run stands: steps done, the epoch, the next batch in its order."""
+
+    step: int = 0
+    epoch: int = 0
+    position: int = 0
+    order: list[list[tuple[TrainPair, str]]] | None = None
+    seconds: float = 0.0  # training time so far, across resumes
+    log: list[StepLog] = field(default_factory=list)
 
 
 class RetrieverTrainer:
@@ -224,8 +186,6 @@ class RetrieverTrainer:
         finding one there continues exactly from it. The checkpoints are
         deleted once the model is saved.
         """
-        torch = require("torch", "models")
-        transformers = require("transformers", "models")
         if checkpoint_every < 1:
             raise BadInputError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
         if max_steps is not None and max_steps < 1:
@@ -242,66 +202,36 @@ class RetrieverTrainer:
         positives = sum(len(p.positives) for p in self.data.pairs)
         total = math.ceil(positives / cfg.batch_size) * cfg.epochs
         total = total if max_steps is None else min(total, max_steps)
-        decayed, plain = self._decay_groups()
-        params = decayed + plain  # every trainable weight once
-        optimizer = torch.optim.AdamW([  # no decay on biases and norms, as BERT trains
-            {"params": decayed, "weight_decay": cfg.weight_decay},
-            {"params": plain, "weight_decay": 0.0},
-            {"params": [self.log_scale], "lr": cfg.lr * 100, "weight_decay": 0.0}], lr=cfg.lr)
-        schedule = transformers.get_linear_schedule_with_warmup(
-            optimizer, int(cfg.warmup * total), total)
-        log: list[StepLog] = []
-        step, epoch, position, elapsed = 0, 0, 0, 0.0
-        order: list[list[tuple[TrainPair, str]]] | None = None
+        params, optimizer, schedule = self._optimizer(total)
+        at = _Position()
         if state is not None:
-            self._restore(state, optimizer, schedule)
-            rng.setstate(state["rng_batches"])
-            log = [StepLog(**row) for row in state["log"]]
-            step, epoch, position = state["step"], state["epoch"], state["position"]
-            order, elapsed = self._batches_from_ids(state["order"]), state["seconds"]
+            at = self._restore(state, optimizer, schedule, rng)
             if say is not None:
-                say(f"resuming from {state['path']} (step {step} of {total})")
-        resumed_from = step
+                say(f"resuming from {state['path']} (step {at.step} of {total})")
+        resumed_from = at.step
         self._train_mode(True)
         if progress is not None:
-            progress("start", total=total, done=step)
-        began = time.perf_counter() - elapsed
-        while epoch < cfg.epochs and step < total:
-            if order is None:
-                if epoch > 0 and "model" in cfg.negatives:  # ANCE: re-mine with the current model
-                    self._train_mode(False)
-                    self.negatives["model"] = self._model_negatives()
-                    self._train_mode(True)
-                order = self.batches(rng)
-            while position < len(order) and step < total:
-                batch = order[position]
-                pool_ids, targets = self.pool(batch, rng)
-                optimizer.zero_grad()
-                loss = self.step_loss(batch, pool_ids, targets)
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                optimizer.step()
-                schedule.step()
-                with torch.no_grad():  # CLIP: clamp the parameter, so it can come back down
-                    self.log_scale.clamp_(max=math.log(MAX_SCALE))
-                step, position = step + 1, position + 1
-                log.append(StepLog(step, float(loss), self.temperature,
-                                   time.perf_counter() - began))
-                if step % checkpoint_every == 0 or step == total:
-                    save_checkpoint(checkpoints, step, {
+            progress("start", total=total, done=at.step)
+        began = time.perf_counter() - at.seconds
+        while at.epoch < cfg.epochs and at.step < total:
+            if at.order is None:
+                at.order = self._epoch_order(rng, at.epoch)
+            while at.position < len(at.order) and at.step < total:
+                loss = self._step(at.order[at.position], rng, params, optimizer, schedule)
+                at.step, at.position = at.step + 1, at.position + 1
+                at.seconds = time.perf_counter() - began
+                at.log.append(StepLog(at.step, loss, self.temperature, at.seconds))
+                if at.step % checkpoint_every == 0 or at.step == total:
+                    save_checkpoint(checkpoints, at.step, {
                         "config": asdict(cfg), "run": run, "mined": mined,
-                        "models": self._model_states(), "log_scale": self.log_scale.detach(),
-                        "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                        "negatives": self.negatives, "rng_batches": rng.getstate(),
-                        "epoch": epoch, "position": position,
-                        "order": [[(p.query_id, pid) for p, pid in b] for b in order],
-                        "log": [asdict(row) for row in log],
-                        "seconds": time.perf_counter() - began})
+                        **self._state(optimizer, schedule, rng, at)})
                 if progress is not None:
-                    progress("step", step=step, loss=float(loss), temperature=self.temperature)
-            if position == len(order):
-                epoch, position, order = epoch + 1, 0, None
+                    progress("step", step=at.step, loss=loss, temperature=self.temperature)
+            if at.position == len(at.order):
+                at.epoch, at.position, at.order = at.epoch + 1, 0, None
+        log = at.log
         self._train_mode(False)
-        report = RetrieverTrainReport(output, step, time.perf_counter() - began, mined,
+        report = RetrieverTrainReport(output, at.step, time.perf_counter() - began, mined,
                                       tuple(log), resumed_from)
         self.save(output, report)
         self.scoring.save(output)
@@ -324,7 +254,57 @@ class RetrieverTrainer:
             states["scoring"] = [module.state_dict() for module in self.scoring.modules]
         return states
 
-    def _restore(self, state: dict[str, Any], optimizer: Any, schedule: Any) -> None:
+    def _optimizer(self, total: int) -> tuple[list[Any], Any, Any]:
+        """(every trainable weight once, AdamW, linear warm-up and decay over ``total`` steps);
+        the learned temperature at 100x the rate."""
+        torch = require("torch", "models")
+        transformers = require("transformers", "models")
+        cfg = self.config
+        decayed, plain = self._decay_groups()
+        optimizer = torch.optim.AdamW([  # no decay on biases and norms, as BERT trains
+            {"params": decayed, "weight_decay": cfg.weight_decay},
+            {"params": plain, "weight_decay": 0.0},
+            {"params": [self.log_scale], "lr": cfg.lr * 100, "weight_decay": 0.0}], lr=cfg.lr)
+        schedule = transformers.get_linear_schedule_with_warmup(
+            optimizer, int(cfg.warmup * total), total)
+        return decayed + plain, optimizer, schedule
+
+    def _epoch_order(self, rng: random.Random, epoch: int) -> list[list[tuple[TrainPair, str]]]:
+        """An epoch's batches; from the second epoch on, model negatives are mined again
+        with the current model first (ANCE)."""
+        if epoch > 0 and "model" in self.config.negatives:
+            self._train_mode(False)
+            self.negatives["model"] = self._model_negatives()
+            self._train_mode(True)
+        return self.batches(rng)
+
+    def _step(self, batch: list[tuple[TrainPair, str]], rng: random.Random,
+              params: list[Any], optimizer: Any, schedule: Any) -> float:
+        """One optimiser step on ``batch``; returns its loss."""
+        torch = require("torch", "models")
+        pool_ids, targets = self.pool(batch, rng)
+        optimizer.zero_grad()
+        loss = self.step_loss(batch, pool_ids, targets)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        with torch.no_grad():  # CLIP: clamp the parameter, so it can come back down
+            self.log_scale.clamp_(max=math.log(MAX_SCALE))
+        return float(loss)
+
+    def _state(self, optimizer: Any, schedule: Any, rng: random.Random,
+               at: _Position) -> dict[str, Any]:
+        """A checkpoint's training state: weights, optimiser, schedule, negatives, where the
+        epoch stands and the random state (``_restore`` reads it back)."""
+        return {"models": self._model_states(), "log_scale": self.log_scale.detach(),
+                "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                "negatives": self.negatives, "rng_batches": rng.getstate(),
+                "epoch": at.epoch, "position": at.position,
+                "order": [[(p.query_id, pid) for p, pid in b] for b in at.order or ()],
+                "log": [asdict(row) for row in at.log], "seconds": at.seconds}
+
+    def _restore(self, state: dict[str, Any], optimizer: Any, schedule: Any,
+                 rng: random.Random) -> _Position:
         torch = require("torch", "models")
         self.passage_model.load_state_dict(state["models"]["passage"])
         if self.config.two_tower:
@@ -336,6 +316,10 @@ class RetrieverTrainer:
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         self.negatives = state["negatives"]
+        rng.setstate(state["rng_batches"])
+        return _Position(state["step"], state["epoch"], state["position"],
+                         self._batches_from_ids(state["order"]), state["seconds"],
+                         [StepLog(**row) for row in state["log"]])
 
     def _batches_from_ids(self, order: list[list[tuple[str, str]]],
                           ) -> list[list[tuple[TrainPair, str]]]:
