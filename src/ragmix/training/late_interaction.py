@@ -60,7 +60,7 @@ DEFAULT_DIM = 128  # ColBERT's; it shrinks the cache 3x against MiniLM's 384
 
 
 class MaxSimScoring:
-    """A :class:`~ragmix.training.retriever.PoolScoring`: MaxSim over unit token vectors.
+    """A :class:`~ragmix.training.pool_scoring.PoolScoring`: MaxSim over unit token vectors.
 
     Texts are embedded to a fixed length (queries ``settings.query_length``,
     passages ``max_length`` tokens), so GradCache can join chunks; masked
