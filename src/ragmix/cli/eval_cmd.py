@@ -25,6 +25,7 @@ from ragmix.cli.options import (
     fusion_option,
     query_encoder_option,
     rerank_options,
+    rerank_model_label,
     reranker_from_options,
     retrieval_option,
     retrieval_with_old_mode,
@@ -169,7 +170,8 @@ def retrieval(data_dir, split, corpus, queries, qrels, retrieval, fusion, collec
                 fusion=fusion, reranker=reranker, rerank_depth=rerank_depth,
                 data={"corpus": corpus, "queries": queries_path, "qrels": qrels_path,
                       "limit": limit},
-                settings={"dtype": dtype, "rerank": rerank, "rerank_model": rerank_model,
+                settings={"dtype": dtype, "rerank": rerank,
+                          "rerank_model": rerank_model_label(rerank_model),
                           "rerank_weight": rerank_weight if rerank else None},
                 progress=progress)
     if result.plots_skipped:
@@ -279,7 +281,8 @@ def qa(questions, collection_dir, corpus, encoder, modes, decodings, retrieval, 
                 col, gen, sample, out_dir, runs=runs, retrieval=retrieval, fusion=fusion, k=k,
                 tau=tau, beams=beams, scoring=scoring, max_new_tokens=max_new_tokens,
                 regex=regex, reranker=reranker, rerank_depth=rerank_depth,
-                generator_name=generator, query_encoder=query_encoder, rerank_model=rerank_model,
+                generator_name=generator, query_encoder=query_encoder,
+                rerank_model=rerank_model_label(rerank_model),
                 dtype=dtype, progress=progress,
                 on_resume=lambda name, path: err.print(f"resuming {name} from {path}"))
     if result.plots_skipped:

@@ -188,42 +188,74 @@ def index_params(home: Any, pairs: tuple[str, ...], halfvec: bool,
     return params
 
 
+class RerankSpec(click.ParamType):
+    """``NAME[@WEIGHT][,NAME[@WEIGHT]...]``: one reranker, or a chain of them in turn."""
+
+    name = "RERANKER"
+
+    def convert(self, value, param, ctx):
+        from ragmix.errors import BadInputError
+        from ragmix.rerank.chain import parse_rerank_spec
+
+        try:
+            parse_rerank_spec(value)
+        except BadInputError as exc:
+            self.fail(str(exc), param, ctx)
+        return value
+
+
 def rerank_options(fn):
     """--rerank, --rerank-model, --rerank-depth, --rerank-weight: a second stage of retrieval."""
     fn = click.option("--rerank-weight", type=click.FloatRange(0, 1), default=1.0, show_default=True,
                       help="The reranker's share when fused with the first stage's scores "
-                           "(min-max, as hybrid fuses): 1 ranks by the reranker alone.")(fn)
+                           "(min-max, as hybrid fuses): 1 ranks by the reranker alone. A "
+                           "chain gives each reranker's share as NAME@WEIGHT instead.")(fn)
     fn = click.option("--rerank-depth", type=click.IntRange(min=1), default=DEFAULT_RERANK_DEPTH,
                       show_default=True, help="How many first-stage hits the reranker re-scores.")(fn)
-    fn = click.option("--rerank-model", default=None, metavar="PATH",
+    fn = click.option("--rerank-model", default=None, metavar="PATH", multiple=True,
                       help="The reranker's model: a folder from ragmix train reranker or a local "
                            "CrossEncoder (cross-encoder, required), a MaxSim folder from ragmix train "
                            "late-interaction (default: packaged MiniLM), a generator name or folder "
-                           "(query-likelihood, default: smollm2).")(fn)
-    fn = click.option("--rerank", type=click.Choice(RERANKERS), default=None,
-                      help="Re-score the top --rerank-depth hits with a sharper model: a "
-                           "cross-encoder, ColBERT-style late interaction (MaxSim), or the "
-                           "question's likelihood under a language model (UPR).")(fn)
+                           "(query-likelihood, default: smollm2). For a chain, once per reranker "
+                           "in order ('default' keeps a reranker's own), or not at all.")(fn)
+    fn = click.option("--rerank", type=RerankSpec(), default=None,
+                      help=f"Re-score the top --rerank-depth hits with a sharper model: "
+                           f"{', '.join(RERANKERS)} (a cross-encoder, ColBERT-style late "
+                           "interaction, the question's likelihood under a language model). "
+                           "Several, comma-separated, each NAME@WEIGHT, run in turn over the same "
+                           "hits, each fused with the one before it: "
+                           "query-likelihood@0.7,late-interaction@0.3.")(fn)
     return fn
 
 
-def reranker_from_options(rerank: str | None, model: str | None, weight: float, dtype: str,
-                          collection: Any = None):
-    """The reranker the --rerank options name, or None; the model options need --rerank.
+def reranker_from_options(rerank: str | None, models: tuple[str, ...] | str | None,
+                          weight: float, dtype: str, collection: Any = None):
+    """The reranker (or chain) the --rerank options name, or None; the others need --rerank.
 
     Late interaction over a directory ``collection`` keeps its passages' token vectors in
     the collection (``ragmix rerank-store`` fills them at once), so a passage is encoded once.
     """
+    from ragmix.errors import BadInputError
+    from ragmix.rerank.chain import load_rerank_chain, with_weight
+
+    models = (models,) if isinstance(models, str) else tuple(models or ())
     if rerank is None:
-        if model is not None or weight != 1.0:
+        if models or weight != 1.0:
             raise click.UsageError("--rerank-model and --rerank-weight need --rerank NAME")
         return None
-    from ragmix.rerank import load_reranker, token_store_dir
-
+    try:
+        rerank = with_weight(rerank, weight)
+    except BadInputError as exc:
+        raise click.UsageError(str(exc).replace("a rerank weight of", "--rerank-weight")) from exc
     directory = getattr(getattr(collection, "home", None), "directory", None)
-    store = (token_store_dir(directory, model, dtype=dtype)
-             if rerank == "late-interaction" and directory is not None else None)
-    return load_reranker(rerank, model=model, weight=weight, dtype=dtype, store=store)
+    return load_rerank_chain(rerank, models=models, dtype=dtype, store_root=directory)
+
+
+def rerank_model_label(models: tuple[str, ...] | str | None) -> str | None:
+    """--rerank-model as results files record it: the one model, or the chain's, comma-separated."""
+    if isinstance(models, str) or models is None:
+        return models
+    return ",".join(models) if models else None
 
 
 def chunker_options(chunker: str, encoder: str, size: int | None, overlap: int | None,

@@ -7,8 +7,7 @@ import click
 from ragmix.modes import DEFAULT_GENERATOR
 from rich.console import Console
 
-from ragmix.cli.options import collection_location, dtype_option, store_option
-from ragmix.modes import RERANKERS
+from ragmix.cli.options import RerankSpec, collection_location, dtype_option, store_option
 
 err = Console(stderr=True)
 
@@ -38,10 +37,12 @@ err = Console(stderr=True)
               help="Requests per second per key (0: no limit).")
 @click.option("--rate-burst", type=click.IntRange(min=1), default=20, show_default=True,
               help="Requests a key may make at once before --rate-limit applies.")
-@click.option("--rerank", type=click.Choice(RERANKERS), default=None,
-              help="The reranker requests with \"rerank\": true use (loaded at the first one).")
-@click.option("--rerank-model", default=None, metavar="PATH",
-              help="The reranker's model (see ragmix search --help).")
+@click.option("--rerank", type=RerankSpec(), default=None,
+              help="The reranker requests with \"rerank\": true use (loaded at the first one); "
+                   "a chain as in ragmix search --help.")
+@click.option("--rerank-model", default=None, metavar="PATH", multiple=True,
+              help="The reranker's model, or one per reranker of a chain (see ragmix search "
+                   "--help).")
 @click.option("--rerank-weight", type=click.FloatRange(0, 1), default=1.0, show_default=True,
               help="The reranker's share when fused with the first stage's scores.")
 @dtype_option

@@ -8,6 +8,8 @@
     hits = col.search("how are documents chunked?", 5, rerank=reranker, rerank_depth=50)
     # or behind RAG / MarginalRAG / evaluate_retrieval:
     searcher = RerankedSearch(col.searcher(), reranker, depth=50)
+    # several in turn over the same top 50, each fused with the one before it:
+    chain = load_rerank_chain("query-likelihood@0.7,late-interaction@0.3")
 
 The names (:data:`ragmix.modes.RERANKERS`) are the ones ``--rerank`` takes.
 Models load lazily and need the ``models`` extra (torch, transformers).
@@ -20,6 +22,7 @@ from pathlib import Path
 from ragmix.errors import BadInputError
 from ragmix.modes import DEFAULT_RERANK_DEPTH, RERANKERS
 from ragmix.rerank.base import PassageScorer, RerankedSearch, Reranker, ScoreReranker, renumbered
+from ragmix.rerank.chain import RerankChain, load_rerank_chain, parse_rerank_spec
 
 
 def load_scorer(name: str, *, model: str | Path | None = None, dtype: str = "auto",
@@ -83,5 +86,6 @@ def load_reranker(name: str, *, model: str | Path | None = None, weight: float =
     return ScoreReranker(load_scorer(name, model=model, dtype=dtype, store=store), weight=weight)
 
 
-__all__ = ["token_store_dir", "DEFAULT_RERANK_DEPTH", "RERANKERS", "PassageScorer", "RerankedSearch", "Reranker",
-           "ScoreReranker", "load_reranker", "load_scorer", "renumbered"]
+__all__ = ["token_store_dir", "DEFAULT_RERANK_DEPTH", "RERANKERS", "PassageScorer",
+           "RerankedSearch", "RerankChain", "Reranker", "ScoreReranker", "load_rerank_chain", "load_reranker",
+           "load_scorer", "parse_rerank_spec", "renumbered"]

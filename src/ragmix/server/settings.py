@@ -66,27 +66,25 @@ class ServerSettings:
               limits: Limits | None = None, rate_limit: RateLimit | None = None,
               heartbeat_s: float = 15.0, dtype: str = "auto",
               reranker: str | Callable[[], Reranker] | None = None,
-              rerank_model: str | None = None, rerank_weight: float = 1.0) -> ServerSettings:
+              rerank_model: str | Sequence[str] | None = None,
+              rerank_weight: float = 1.0) -> ServerSettings:
         """Settings for serving ``collections`` (directories or PostgreSQL collection URLs),
         each under its folder's name or its ``collection=`` name.
 
         ``generator`` is a name or folder for :func:`ragmix.generation.load_generator`,
         or a function that returns a generator. ``reranker`` is a name of
-        :data:`ragmix.modes.RERANKERS` (with ``rerank_model`` and ``rerank_weight``, as
-        :func:`ragmix.rerank.load_reranker` takes them) or a function that returns one.
+        :data:`ragmix.modes.RERANKERS` or a chain of them
+        (:func:`ragmix.rerank.chain.load_rerank_chain`: ``rerank_model`` one model, or one
+        per reranker; ``rerank_weight`` for one reranker), or a function that returns one.
         """
-        if isinstance(reranker, str):
-            from ragmix.rerank import load_reranker, load_scorer
+        if isinstance(reranker, str):  # a name or chain; late interaction's token vectors
+            from ragmix.rerank.chain import chain_models, load_rerank_chain, with_weight
 
-            if reranker == "cross-encoder" and rerank_model is None:
-                load_scorer(reranker)  # the error that says where a model comes from, now
-            store = None
-            if reranker == "late-interaction":  # token vectors kept across restarts
-                from ragmix.rerank import token_store_dir
-
-                store = token_store_dir(data_dir, rerank_model, dtype=dtype)
-            reranker = partial(load_reranker, reranker, model=rerank_model,
-                               weight=rerank_weight, dtype=dtype, store=store)
+            reranker = with_weight(reranker, rerank_weight)
+            models = (rerank_model,) if isinstance(rerank_model, str) else tuple(rerank_model or ())
+            chain_models(reranker, models)  # a bad chain or a missing model: refused now
+            reranker = partial(load_rerank_chain, reranker, models=models, dtype=dtype,
+                               store_root=data_dir)  # token vectors kept across restarts
         if isinstance(generator, str):
             from ragmix.generation import load_generator
 
