@@ -14,7 +14,8 @@ query likelihood under SmolLM2, ``ce-DATA-LOSS`` a cross-encoder trained here,
 min-max fusion with the first stage (default 1: the reranker alone). Each
 reranker re-scores the first stage's top ``--depth`` (50) chunks; a second
 ``+RERANKER@WEIGHT`` re-scores the first one's output the same way, its
-fusion's first stage being the fused score before it.
+fusion's first stage being the fused score before it (ragmix's RerankChain:
+``ragmix search --rerank query-likelihood@0.7,late-interaction@0.3``).
 
 SciFact: the 300 test queries; ``--split heldout`` scores instead the seeded
 tenth of the train queries that no model here trains on (bench_training.py's
@@ -124,7 +125,7 @@ def parse_pipeline(name: str) -> tuple[str, list[tuple[str, float]]]:
 def score_pipelines(args: argparse.Namespace) -> None:
     from ragmix.evaluation.retrieval_metrics import latency_summary
     from ragmix.evaluation.run_retrieval import evaluate_retrieval, index_corpus
-    from ragmix.rerank import RerankedSearch, ScoreReranker
+    from ragmix.rerank import RerankChain, RerankedSearch, ScoreReranker
 
     data = require_data(args.data or DATA / DATA_FOLDERS[args.dataset])
     corpus, queries, qrels = load_queries(args.dataset, args.split, data, args.limit)
@@ -146,7 +147,7 @@ def score_pipelines(args: argparse.Namespace) -> None:
     with col:
         for name in (args.pipelines or DEFAULT_PIPELINES[args.dataset]).split(","):
             first, stages = parse_pipeline(name)
-            searcher = col.searcher()
+            searcher, chain = col.searcher(), []
             trained = args.encoder is not None  # a fine-tuned encoder: counted as trained here
             fresh = True  # no reranker of this row has scored a pair yet: its time is its cost
             for reranker, weight in stages:
@@ -157,8 +158,9 @@ def score_pipelines(args: argparse.Namespace) -> None:
                 scorer, trained_here = scorers[reranker]
                 fresh = fresh and scorer.computed == 0
                 trained = trained or (trained_here == args.dataset)
-                searcher = RerankedSearch(searcher, ScoreReranker(scorer, weight=weight),
-                                          depth=args.depth)
+                chain.append(ScoreReranker(scorer, weight=weight))
+            if chain:  # ragmix's RerankChain: what --rerank NAME@W,NAME@W runs
+                searcher = RerankedSearch(searcher, RerankChain(chain), depth=args.depth)
             report = evaluate_retrieval(searcher, queries, qrels, mode=first, k=k)
             row = {m: round(report.metrics[m], 4) for m in KEYS[args.dataset]}
             row["ms_p50"] = round(latency_summary(report.latency_s.values())["p50"], 1)
