@@ -95,7 +95,7 @@ def rerank() -> None:
             continue
         print(f"\n{dataset}: {data.get(f'{dataset}_queries', '?')} test queries, "
               f"{data.get(f'{dataset}_heldout_queries', '?')} held-out train queries "
-              f"({data['measured_at']})\n")
+              f"(results file last written {data['measured_at']})\n")
         print(_row(["pipeline", *(f"held-out {k}" for k in keys[:1]), *keys, "ms p50",
                     "saw SciFact training data" if dataset == "scifact" else "depth"]))
         print(_row(["---"] * (len(keys) + 4)))
