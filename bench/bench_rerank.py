@@ -5,6 +5,7 @@
     .venv/bin/python bench/bench_rerank.py squad [--limit 1000] [--pipelines ...] [--split heldout]
     .venv/bin/python bench/bench_rerank.py train ce-scifact-bce   # a model the pipelines name
     .venv/bin/python bench/bench_rerank.py ce-latency [ce-scifact-listwise]  # precisions timed
+    .venv/bin/python bench/bench_rerank.py sparse-speed  # SPLADE's index against BM25's
 
 A pipeline is ``FIRST[+RERANKER[@WEIGHT]]...``: FIRST a retrieval mode of the
 collection (``hybrid`` is dense MiniLM + BM25, weighted fusion), RERANKER one of
@@ -244,7 +245,8 @@ def warm(scorer, col) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("task", choices=("scifact", "squad", "train", "ce-latency"))
+    parser.add_argument("task", choices=("scifact", "squad", "train", "ce-latency",
+                                         "sparse-speed"))
     parser.add_argument("model", nargs="?", help=f"train: one of {', '.join(RERANKERS)}; "
                         "ce-latency: a trained cross-encoder (default ce-scifact-listwise)")
     parser.add_argument("--pipelines", help="comma-separated FIRST[+RERANKER[@WEIGHT]]...")
@@ -278,6 +280,13 @@ def main() -> None:
         data = require_data(args.data or DATA / DATA_FOLDERS["scifact"])
         run(model, bench_encoder(None, "scifact", "")[1], data, RESULTS / "rerank.json",
             write_result)
+        return
+    if args.task == "sparse-speed":  # see _sparse_speed.py
+        from _sparse_speed import run as sparse_speed
+
+        data = require_data(args.data or DATA / DATA_FOLDERS["scifact"])
+        sparse_speed(bench_encoder(None, "scifact", "")[1], data, RESULTS / "rerank.json",
+                     write_result)
         return
     args.dataset = args.task
     score_pipelines(args)

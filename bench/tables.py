@@ -108,6 +108,20 @@ def rerank() -> None:
             print(_row([name, h.get(keys[0], "-"), *(t.get(k, "-") for k in keys),
                         "-" if ms is None else f"{ms:.0f}", last]))
     ce_latency(data.get("ce_latency"))
+    sparse_speed(data.get("sparse_speed"))
+
+
+def sparse_speed(data: dict | None) -> None:
+    """SPLADE's inverted index against BM25's, search alone (bench_rerank.py sparse-speed)."""
+    if not data:
+        return
+    print(f"\nkeyword indexes, search alone: {data['queries']} SciFact test queries, top "
+          f"{data['k']} of {data['documents']} documents, median of {data['rounds']} rounds\n")
+    print(_row(["index", "ms p50", "query terms", "postings touched", "ns a posting"]))
+    print(_row(["---"] * 5))
+    for name in ("splade", "bm25"):
+        print(_row([name, data[f"{name}_search_ms_p50"], data[f"{name}_query_terms_median"],
+                    data[f"{name}_postings_touched_median"], data[f"{name}_ns_per_posting"]]))
 
 
 def ce_latency(data: dict | None) -> None:
