@@ -177,3 +177,33 @@ def test_the_server_builds_a_chain_and_refuses_a_bad_one_at_start(col, tmp_path)
     with pytest.raises(BadInputError, match="NAME@WEIGHT"):
         ServerSettings.build([col], data_dir=data, reranker="late-interaction@0.3",
                              rerank_weight=0.5)
+
+
+def test_eval_retrieval_labels_a_chained_run(tmp_path):
+    from ragmix.cli.main import cli
+    from ragmix.testing import tiny_random_generator
+
+    gen = tiny_random_generator(seed=5)
+    folder = tmp_path / "tiny-lm"
+    gen.model.save_pretrained(folder)
+    gen.tokenizer.save_pretrained(folder)
+    data = tmp_path / "beir"
+    (data / "qrels").mkdir(parents=True)
+    docs = {f"d{i}": f"Document {i} is about marker{i} and nothing else." for i in range(8)}
+    (data / "corpus.jsonl").write_text("".join(
+        json.dumps({"_id": d, "title": "", "text": t}) + "\n" for d, t in docs.items()))
+    (data / "queries.jsonl").write_text("".join(
+        json.dumps({"_id": f"q{i}", "text": f"what is about marker{i}?"}) + "\n" for i in range(3)))
+    (data / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(3)))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, [
+        "eval", "retrieval", "--data-dir", str(data), "-r", "bm25", "--encoder", "hashing-64",
+        "--rerank", "query-likelihood@0.5,query-likelihood", "--rerank-model", str(folder),
+        "--rerank-model", "default", "--rerank-depth", "4", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["modes"]) == [
+        f"bm25+query-likelihood:{folder.name}@0.5,query-likelihood:SmolLM2-135M-Instruct"]
+    assert results["settings"]["rerank"] == "query-likelihood@0.5,query-likelihood"
+    assert results["settings"]["rerank_model"] == f"{folder},default"
