@@ -13,7 +13,8 @@ ratio SPLADE / BM25. SPLADE's query encoding (the model's forward pass) is
 timed apart: it is the cost BM25's tokenizer does not have, not the index's.
 The postings a query touches (the summed lengths of its terms' posting
 lists; medians, and each index's p50 time over its median postings) say why
-the two differ: SPLADE expands a query to dozens of weighted terms. Written to rerank.json under "sparse_speed".
+the two differ: SPLADE expands a query to dozens of weighted terms. Written
+to rerank.json under "sparse_speed".
 """
 
 from __future__ import annotations
