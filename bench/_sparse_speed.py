@@ -5,7 +5,7 @@
 The SciFact collection's own two keyword indexes, loaded from its folder as a
 search loads them (memory-mapped): ragmix's SPLADE index
 (:class:`~ragmix.retrieval.sparse.SparseIndex`, posting lists scored with
-numpy) and its BM25 index (:class:`~ragmix.retrieval.bm25.BM25Index`, bm25s).
+scipy) and its BM25 index (:class:`~ragmix.retrieval.bm25.BM25Index`, bm25s).
 Each of the 300 test queries is searched for its top 100 by one, then the
 other, alternating which goes first, for ``ROUNDS`` rounds; a query's time is
 its median over the rounds, and the p50 over queries is reported with the

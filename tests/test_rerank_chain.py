@@ -207,3 +207,24 @@ def test_eval_retrieval_labels_a_chained_run(tmp_path):
         f"bm25+query-likelihood:{folder.name}@0.5,query-likelihood:SmolLM2-135M-Instruct"]
     assert results["settings"]["rerank"] == "query-likelihood@0.5,query-likelihood"
     assert results["settings"]["rerank_model"] == f"{folder},default"
+    assert results["settings"]["rerank_weight"] is None  # the spec's @WEIGHTs say it
+
+
+def test_a_weight_reaches_the_reranker_exactly_and_spaces_are_forgiven():
+    (stage,) = parse_rerank_spec(with_weight("late-interaction", 0.123456789))
+    assert stage.weight == 0.123456789
+    assert parse_rerank_spec("late-interaction @0.3 , query-likelihood") == (
+        RerankStage("late-interaction", 0.3), RerankStage("query-likelihood", 1.0))
+
+
+def test_the_server_refuses_an_unreadable_late_interaction_model_at_start(col, tmp_path):
+    from pathlib import Path
+
+    from ragmix.server.settings import ServerSettings
+
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    for model in (str(empty), Path(empty), [Path(empty)]):
+        with pytest.raises(BadInputError, match="not-a-model"):
+            ServerSettings.build([col], data_dir=tmp_path / "serve", reranker="late-interaction",
+                                 rerank_model=model)

@@ -188,6 +188,23 @@ def test_sparse_scores_equal_the_matrix_product():
                              weights[:0]).any()
 
 
+def test_search_scores_are_sparse_scores_bit_for_bit():
+    """The index searches through scipy; its scores are the numpy reference's exactly."""
+    ids, docs = random_docs(4)
+    index = SparseIndex.build(ids, sparse.csr_matrix(docs))
+    csc = index.matrix()
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        terms = np.sort(rng.choice(docs.shape[1], size=12, replace=False))
+        weights = rng.random(12)
+        q = sparse.csr_matrix((weights, terms, [0, 12]), shape=(1, docs.shape[1]))
+        want = sparse_scores(csc.indptr, csc.indices, csc.data, len(ids), terms, weights)
+        hits = index.search(q, len(ids))
+        assert [h.chunk_id for h in hits] == [h.chunk_id for h in top_hits(want, ids, len(ids))]
+        assert [h.score for h in hits] == [float(want[ids.tolist().index(h.chunk_id)])
+                                           for h in hits]
+
+
 def test_ties_batches_and_bad_queries():
     docs = sparse.csr_matrix(np.array([[1, 0], [1, 0], [0, 1]], dtype=np.float32))
     index = SparseIndex.build(np.array([30, 10, 20]), docs, encoder="toy")

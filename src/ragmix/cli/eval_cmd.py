@@ -172,7 +172,9 @@ def retrieval(data_dir, split, corpus, queries, qrels, retrieval, fusion, collec
                       "limit": limit},
                 settings={"dtype": dtype, "rerank": rerank,
                           "rerank_model": rerank_model_label(rerank_model),
-                          "rerank_weight": rerank_weight if rerank else None},
+                          # a spec's own @WEIGHTs say it (in "rerank") when it has them
+                          "rerank_weight": (rerank_weight if rerank and not {"@", ","} & set(rerank)
+                                            else None)},
                 progress=progress)
     if result.plots_skipped:
         err.print(f"[yellow]no plots:[/] {result.plots_skipped}")

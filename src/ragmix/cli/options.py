@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any
 
 import click
@@ -238,7 +239,7 @@ def reranker_from_options(rerank: str | None, models: tuple[str, ...] | str | No
     from ragmix.errors import BadInputError
     from ragmix.rerank.chain import load_rerank_chain, with_weight
 
-    models = (models,) if isinstance(models, str) else tuple(models or ())
+    models = (models,) if isinstance(models, (str, os.PathLike)) else tuple(models or ())
     if rerank is None:
         if models or weight != 1.0:
             raise click.UsageError("--rerank-model and --rerank-weight need --rerank NAME")
@@ -246,7 +247,7 @@ def reranker_from_options(rerank: str | None, models: tuple[str, ...] | str | No
     try:
         rerank = with_weight(rerank, weight)
     except BadInputError as exc:
-        raise click.UsageError(str(exc).replace("a rerank weight of", "--rerank-weight")) from exc
+        raise click.UsageError(str(exc)) from exc
     directory = getattr(getattr(collection, "home", None), "directory", None)
     return load_rerank_chain(rerank, models=models, dtype=dtype, store_root=directory)
 

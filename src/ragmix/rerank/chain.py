@@ -49,6 +49,7 @@ def parse_rerank_spec(spec: str) -> tuple[RerankStage, ...]:
     stages = []
     for part in spec.split(","):
         name, at, weight = part.strip().partition("@")
+        name = name.strip()
         if name not in RERANKERS:
             raise BadInputError(f"unknown reranker {name!r} in --rerank {spec!r}: {_how()}")
         value = 1.0
@@ -109,12 +110,13 @@ def with_weight(spec: str, weight: float) -> str:
     if weight == 1.0:
         return spec
     if len(stages) > 1 or "@" in spec:
-        raise BadInputError(f"a rerank weight of {weight:g} applies to one reranker without "
+        raise BadInputError(f"a rerank weight (--rerank-weight {weight:g}) applies to one "
+                            f"reranker without "
                             f"@WEIGHT; give each reranker of --rerank {spec!r} its share as "
                             "NAME@WEIGHT instead")
     if not 0.0 <= weight <= 1.0:
         raise BadInputError(f"rerank weight must be in [0, 1], got {weight!r}")
-    return f"{spec}@{weight:g}"
+    return f"{spec}@{weight!r}"  # repr: the exact float parses back
 
 
 def chain_models(spec: str, models: Sequence[str | Path | None] = (),

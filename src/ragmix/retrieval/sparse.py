@@ -36,23 +36,24 @@ def sparse_scores(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, n_d
     The documents are a CSC matrix (``indptr`` (vocab + 1,), ``indices`` and
     ``data`` (nnz,): column w's rows and weights are ``indices[indptr[w]:indptr[w + 1]]``
     and ``data[...]``); the query has weight ``weights[i]`` on term ``terms[i]``, each
-    term once. ``score[d] = sum_i weights[i] * D[d, terms[i]]``.
+    term once. ``score[d] = sum_i weights[i] * D[d, terms[i]]``. The reference for
+    :class:`SparseIndex`'s search, which makes the same sums through scipy.
 
     >>> # D = [[1, 0, 2], [0, 3, 0]] (2 docs, 3 terms), as CSC:
     >>> indptr, indices, data = np.array([0, 1, 2, 3]), np.array([0, 1, 0]), np.array([1., 3., 2.])
     >>> sparse_scores(indptr, indices, data, 2, np.array([0, 2]), np.array([0.5, 1.0])).tolist()
     [2.5, 0.0]
     """
-    terms = np.asarray(terms, dtype=np.int64)
-    if len(terms) == 0 or n_docs == 0:
+    starts = indptr[terms].astype(np.int64)  # (t,)
+    lengths = indptr[terms + 1].astype(np.int64) - starts  # (t,) posting list lengths
+    total = int(lengths.sum())
+    if total == 0:
         return np.zeros(n_docs, dtype=np.float64)
-    sparse = require("scipy.sparse", "bm25")
-    # scipy's C loops: slice the query's columns (their posting lists, O(postings)),
-    # then one matrix-vector product: faster than gathering the postings in numpy, the
-    # same sums in the same order (bench_rerank.py sparse-speed times it against BM25).
-    documents = sparse.csc_matrix((data, indices, indptr), shape=(n_docs, len(indptr) - 1))
-    return np.asarray(documents[:, terms] @ np.asarray(weights, dtype=np.float64),
-                      dtype=np.float64).ravel()  # (n_docs,)
+    # the positions of every posting of every query term, list after list
+    firsts = np.cumsum(lengths) - lengths  # (t,) where each list begins in the concatenation
+    postings = np.arange(total) + np.repeat(starts - firsts, lengths)  # (total,)
+    products = data[postings] * np.repeat(np.asarray(weights, dtype=np.float64), lengths)
+    return np.bincount(indices[postings], weights=products, minlength=n_docs)  # (n_docs,)
 
 
 def top_hits(scores: np.ndarray, ids: np.ndarray, k: int,
@@ -112,6 +113,7 @@ class SparseIndex:
         self._indptr, self._indices, self._data = indptr, indices, data
         self.vocab_size = int(vocab_size)
         self.encoder = encoder
+        self._columns: csc_matrix | None = None  # built at the first search, then kept
 
     @classmethod
     def build(cls, ids: np.ndarray, vectors: spmatrix, *, encoder: str = "") -> SparseIndex:
@@ -195,8 +197,15 @@ class SparseIndex:
 
     def _top(self, terms: np.ndarray, weights: np.ndarray, k: int,
              mask: np.ndarray | None) -> list[ScoredId]:
-        scores = sparse_scores(self._indptr, self._indices, self._data, len(self._ids),
-                               terms, weights)  # (n,)
+        if len(terms) == 0 or len(self._ids) == 0:
+            return []
+        if self._columns is None:  # once: scipy checks the arrays when it wraps them
+            self._columns = self.matrix()
+        # scipy's C loops: the query's columns (their posting lists) sliced out, then one
+        # matrix-vector product; sparse_scores's sums in the same order, bit for bit, and
+        # faster than its numpy gather (bench_rerank.py sparse-speed times it against BM25)
+        scores = np.asarray(self._columns[:, terms] @ np.asarray(weights, dtype=np.float64),
+                            dtype=np.float64).ravel()  # (n,)
         return top_hits(scores, self._ids, k, mask)
 
     def search(self, query: spmatrix, k: int, *,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -66,7 +67,7 @@ class ServerSettings:
               limits: Limits | None = None, rate_limit: RateLimit | None = None,
               heartbeat_s: float = 15.0, dtype: str = "auto",
               reranker: str | Callable[[], Reranker] | None = None,
-              rerank_model: str | Sequence[str] | None = None,
+              rerank_model: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
               rerank_weight: float = 1.0) -> ServerSettings:
         """Settings for serving ``collections`` (directories or PostgreSQL collection URLs),
         each under its folder's name or its ``collection=`` name.
@@ -80,9 +81,14 @@ class ServerSettings:
         if isinstance(reranker, str):  # a name or chain; late interaction's token vectors
             from ragmix.rerank.chain import chain_models, load_rerank_chain, with_weight
 
+            from ragmix.rerank import token_store_dir
+
             reranker = with_weight(reranker, rerank_weight)
-            models = (rerank_model,) if isinstance(rerank_model, str) else tuple(rerank_model or ())
-            chain_models(reranker, models)  # a bad chain or a missing model: refused now
+            models = ((rerank_model,) if isinstance(rerank_model, (str, os.PathLike))
+                      else tuple(rerank_model or ()))
+            for stage, model in chain_models(reranker, models):  # refused now, not per request:
+                if stage.name == "late-interaction":  # a bad chain, a missing or unreadable model
+                    token_store_dir(data_dir, model, dtype=dtype)
             reranker = partial(load_rerank_chain, reranker, models=models, dtype=dtype,
                                store_root=data_dir)  # token vectors kept across restarts
         if isinstance(generator, str):
