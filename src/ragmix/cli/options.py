@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any
 
 import click
@@ -239,7 +238,6 @@ def reranker_from_options(rerank: str | None, models: tuple[str, ...] | str | No
     from ragmix.errors import BadInputError
     from ragmix.rerank.chain import load_rerank_chain, with_weight
 
-    models = (models,) if isinstance(models, (str, os.PathLike)) else tuple(models or ())
     if rerank is None:
         if models or weight != 1.0:
             raise click.UsageError("--rerank-model and --rerank-weight need --rerank NAME")

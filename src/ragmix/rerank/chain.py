@@ -22,6 +22,7 @@ in [0, 1], comma-separated (e.g. query-likelihood@0.7,late-interaction@0.3)
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,13 +120,18 @@ def with_weight(spec: str, weight: float) -> str:
     return f"{spec}@{weight!r}"  # repr: the exact float parses back
 
 
-def chain_models(spec: str, models: Sequence[str | Path | None] = (),
-                 ) -> list[tuple[RerankStage, str | Path | None]]:
-    """Each stage of ``spec`` with its model: ``models`` is empty (every reranker's default),
-    or one per stage in order (None or 'default': that stage's default). A cross-encoder
-    stage without a model is refused here, before anything loads."""
+# --rerank-model as chain_models takes it: none, one model, or one per reranker
+ModelSpec = str | os.PathLike | Sequence[str | os.PathLike | None] | None
+
+
+def chain_models(spec: str, models: ModelSpec = (),
+                 ) -> list[tuple[RerankStage, str | os.PathLike | None]]:
+    """Each stage of ``spec`` with its model: ``models`` is none (every reranker's default),
+    one model (a path or name, for a one-reranker spec), or one per stage in order (None or
+    'default': that stage's default). A cross-encoder stage without a model is refused
+    here, before anything loads."""
     stages = parse_rerank_spec(spec)
-    models = list(models)
+    models = [models] if isinstance(models, (str, os.PathLike)) else list(models or ())
     if models and len(models) != len(stages):
         raise BadInputError(f"--rerank {spec!r} has {len(stages)} reranker(s) but "
                             f"{len(models)} --rerank-model values: give one per reranker, in "
@@ -139,20 +145,34 @@ def chain_models(spec: str, models: Sequence[str | Path | None] = (),
     return list(zip(stages, chosen))
 
 
-def load_rerank_chain(spec: str, *, models: Sequence[str | Path | None] = (),
-                      dtype: str = "auto", store_root: str | Path | None = None) -> Reranker:
-    """The reranker (one stage) or :class:`RerankChain` that ``spec`` names.
+def chain_stages(spec: str, models: ModelSpec = (), *, dtype: str = "auto",
+                 store_root: str | Path | None = None,
+                 ) -> list[tuple[RerankStage, str | os.PathLike | None, Path | None]]:
+    """(stage, model, token store or None) for each reranker of ``spec``: everything checked
+    and every store chosen (a late-interaction model is read for its fingerprint), nothing
+    loaded. ``models``: see :func:`chain_models`; with ``store_root`` (a collection's or a
+    server's folder) late interaction keeps its passages' token vectors there
+    (:func:`~ragmix.rerank.token_store_dir`)."""
+    from ragmix.rerank import token_store_dir
 
-    ``models``: see :func:`chain_models`. With ``store_root`` (a collection's
-    or a server's folder), late interaction keeps its passages' token vectors
-    there (:func:`~ragmix.rerank.token_store_dir`).
-    """
-    from ragmix.rerank import load_reranker, token_store_dir
+    return [(stage, model, token_store_dir(store_root, model, dtype=dtype)
+             if store_root is not None and stage.name == "late-interaction" else None)
+            for stage, model in chain_models(spec, models)]
 
-    rerankers = []
-    for stage, model in chain_models(spec, models):
-        store = (token_store_dir(store_root, model, dtype=dtype)
-                 if store_root is not None and stage.name == "late-interaction" else None)
-        rerankers.append(load_reranker(stage.name, model=model, weight=stage.weight,
-                                       dtype=dtype, store=store))
+
+def build_chain(stages: Sequence[tuple[RerankStage, str | os.PathLike | None, Path | None]],
+                *, dtype: str = "auto") -> Reranker:
+    """Load what :func:`chain_stages` chose: the one reranker, or a :class:`RerankChain`."""
+    from ragmix.rerank import load_reranker
+
+    rerankers = [load_reranker(stage.name, model=model, weight=stage.weight, dtype=dtype,
+                               store=store) for stage, model, store in stages]
     return rerankers[0] if len(rerankers) == 1 else RerankChain(rerankers)
+
+
+def load_rerank_chain(spec: str, *, models: ModelSpec = (), dtype: str = "auto",
+                      store_root: str | Path | None = None) -> Reranker:
+    """The reranker (one stage) or :class:`RerankChain` that ``spec`` names
+    (:func:`chain_stages`, then :func:`build_chain`)."""
+    return build_chain(chain_stages(spec, models, dtype=dtype, store_root=store_root),
+                       dtype=dtype)

@@ -78,19 +78,12 @@ class ServerSettings:
         (:func:`ragmix.rerank.chain.load_rerank_chain`: ``rerank_model`` one model, or one
         per reranker; ``rerank_weight`` for one reranker), or a function that returns one.
         """
-        if isinstance(reranker, str):  # a name or chain; late interaction's token vectors
-            from ragmix.rerank.chain import chain_models, load_rerank_chain, with_weight
+        if isinstance(reranker, str):  # a name or chain: checked, and its token stores
+            from ragmix.rerank.chain import build_chain, chain_stages, with_weight
 
-            from ragmix.rerank import token_store_dir
-
-            reranker = with_weight(reranker, rerank_weight)
-            models = ((rerank_model,) if isinstance(rerank_model, (str, os.PathLike))
-                      else tuple(rerank_model or ()))
-            for stage, model in chain_models(reranker, models):  # refused now, not per request:
-                if stage.name == "late-interaction":  # a bad chain, a missing or unreadable model
-                    token_store_dir(data_dir, model, dtype=dtype)
-            reranker = partial(load_rerank_chain, reranker, models=models, dtype=dtype,
-                               store_root=data_dir)  # token vectors kept across restarts
+            stages = chain_stages(with_weight(reranker, rerank_weight), rerank_model,
+                                  dtype=dtype, store_root=data_dir)  # kept across restarts
+            reranker = partial(build_chain, stages, dtype=dtype)  # loaded at the first request
         if isinstance(generator, str):
             from ragmix.generation import load_generator
 
