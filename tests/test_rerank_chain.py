@@ -1,12 +1,11 @@
-"""Rerankers in turn: the spec, the chain against nested reranked searches, the CLI and server."""
+"""Rerankers in turn: the spec, the chain against nested reranked searches, weights and models.
+
+The CLI and ``ragmix serve`` side is in test_cli_two_stage.py."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from reranker_contract import QUERY, TEXTS, hits
 
 from ragmix.errors import BadInputError
@@ -117,114 +116,8 @@ def test_models_are_one_per_reranker_and_a_cross_encoder_needs_one():
         chain_models("late-interaction,cross-encoder@0.5")
 
 
-@pytest.fixture
-def col(tmp_path, corpus):
-    from ragmix.cli.main import cli
-
-    col = tmp_path / "col"
-    result = CliRunner().invoke(cli, ["index", str(corpus), "-c", str(col),
-                                      "--encoder", "hashing-1024"])
-    assert result.exit_code == 0, result.output
-    return col
-
-
-def test_search_runs_a_chain_from_the_cli_as_the_library_does(col, tmp_path):
-    from ragmix.cli.main import cli
-    from ragmix.rerank import load_rerank_chain
-    from ragmix.store import Collection
-    from ragmix.testing import tiny_random_generator
-
-    gen = tiny_random_generator(seed=5)
-    folder = tmp_path / "tiny-lm"
-    gen.model.save_pretrained(folder)
-    gen.tokenizer.save_pretrained(folder)
-    spec = "query-likelihood@0.6,query-likelihood@0.5"
-    result = CliRunner().invoke(cli, [
-        "search", "marker3 marker4", "-c", str(col), "--json", "-k", "3", "-r", "dense",
-        "--rerank", spec, "--rerank-model", str(folder), "--rerank-model", str(folder),
-        "--rerank-depth", "6", "--dtype", "float32"])
-    assert result.exit_code == 0, result.output
-    found = json.loads(result.output)
-    chain = load_rerank_chain(spec, models=[str(folder)] * 2, dtype="float32")
-    assert isinstance(chain, RerankChain)
-    with Collection.open(col) as opened:
-        expect = opened.search("marker3 marker4", 3, mode="dense", rerank=chain, rerank_depth=6)
-    assert [h["chunk_id"] for h in found] == [h.chunk_id for h in expect]
-    np.testing.assert_allclose([h["score"] for h in found], [h.score for h in expect])
-
-
-@pytest.mark.parametrize("args, said", [
-    (["--rerank", "colbert"], "unknown reranker 'colbert'"),
-    (["--rerank", "late-interaction,query-likelihood", "--rerank-weight", "0.5"], "NAME@WEIGHT"),
-    (["--rerank", "late-interaction,query-likelihood", "--rerank-model", "m"],
-     "one per reranker")])
-def test_the_cli_refuses_a_bad_chain_saying_why(col, args, said):
-    from ragmix.cli.main import cli
-
-    result = CliRunner().invoke(cli, ["search", "marker3", "-c", str(col), *args])
-    assert result.exit_code != 0 and said in result.output, result.output
-
-
-def test_the_server_builds_a_chain_and_refuses_a_bad_one_at_start(col, tmp_path):
-    from ragmix.server.settings import ServerSettings
-
-    data = tmp_path / "serve"
-    settings = ServerSettings.build([col], data_dir=data,
-                                    reranker="late-interaction@0.5,query-likelihood@0.5")
-    assert callable(settings.reranker)
-    with pytest.raises(BadInputError, match="ragmix train reranker"):
-        ServerSettings.build([col], data_dir=data, reranker="late-interaction,cross-encoder")
-    with pytest.raises(BadInputError, match="NAME@WEIGHT"):
-        ServerSettings.build([col], data_dir=data, reranker="late-interaction@0.3",
-                             rerank_weight=0.5)
-
-
-def test_eval_retrieval_labels_a_chained_run(tmp_path):
-    from ragmix.cli.main import cli
-    from ragmix.testing import tiny_random_generator
-
-    gen = tiny_random_generator(seed=5)
-    folder = tmp_path / "tiny-lm"
-    gen.model.save_pretrained(folder)
-    gen.tokenizer.save_pretrained(folder)
-    data = tmp_path / "beir"
-    (data / "qrels").mkdir(parents=True)
-    docs = {f"d{i}": f"Document {i} is about marker{i} and nothing else." for i in range(8)}
-    (data / "corpus.jsonl").write_text("".join(
-        json.dumps({"_id": d, "title": "", "text": t}) + "\n" for d, t in docs.items()))
-    (data / "queries.jsonl").write_text("".join(
-        json.dumps({"_id": f"q{i}", "text": f"what is about marker{i}?"}) + "\n" for i in range(3)))
-    (data / "qrels" / "test.tsv").write_text(
-        "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(3)))
-    out = tmp_path / "out"
-    result = CliRunner().invoke(cli, [
-        "eval", "retrieval", "--data-dir", str(data), "-r", "bm25", "--encoder", "hashing-64",
-        "--rerank", "query-likelihood@0.5,query-likelihood", "--rerank-model", str(folder),
-        "--rerank-model", "default", "--rerank-depth", "4", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    results = json.loads((out / "results.json").read_text())
-    assert list(results["modes"]) == [
-        f"bm25+query-likelihood:{folder.name}@0.5,query-likelihood:SmolLM2-135M-Instruct"]
-    assert results["settings"]["rerank"] == "query-likelihood@0.5,query-likelihood"
-    assert results["settings"]["rerank_model"] == f"{folder},default"
-    assert results["settings"]["rerank_weight"] is None  # the spec's @WEIGHTs say it
-
-
 def test_a_weight_reaches_the_reranker_exactly_and_spaces_are_forgiven():
     (stage,) = parse_rerank_spec(with_weight("late-interaction", 0.123456789))
     assert stage.weight == 0.123456789
     assert parse_rerank_spec("late-interaction @0.3 , query-likelihood") == (
         RerankStage("late-interaction", 0.3), RerankStage("query-likelihood", 1.0))
-
-
-def test_the_server_refuses_an_unreadable_late_interaction_model_at_start(col, tmp_path):
-    from pathlib import Path
-
-    from ragmix.server.settings import ServerSettings
-
-    empty = tmp_path / "not-a-model"
-    empty.mkdir()
-    for model in (str(empty), Path(empty), [Path(empty)]):
-        with pytest.raises(BadInputError, match="not-a-model"):
-            ServerSettings.build([col], data_dir=tmp_path / "serve", reranker="late-interaction",
-                                 rerank_model=model)
