@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -153,6 +153,17 @@ def evaluate_qa(
         generator, mode=mode, k=k, recall_ks=ks, regex=regex, max_new_tokens=max_new_tokens,
         generation=generation if rag else None, tau=tau, beams=beams, decoding=decoding,
         scoring=scoring, min_confidence=min_confidence))
+    results = _journalled(examples, lambda ex: _answer(ex, recorder, rag, ks, mode=mode,
+                                                       regex=regex),
+                          log, regex=regex, progress=progress, stage=stage)
+    return QAReport(_means(results), tuple(results))
+
+
+def _journalled(examples: Sequence[QAExample], answer: Callable[[QAExample], QAResult],
+                log: QAJournal | None, *, regex: bool, progress: Progress | None,
+                stage: str) -> list[QAResult]:
+    """Each question's result in order: read back from ``log`` when a crashed run finished
+    it, else ``answer``-ed and appended to ``log`` at once; the journal is closed after."""
     done = {} if log is None else log.done
     if progress is not None:
         progress.start(stage, len(examples))
@@ -162,7 +173,7 @@ def evaluate_qa(
             if ex.id in done:
                 results.append(_backfilled(done[ex.id], regex=regex))
             else:
-                results.append(_answer(ex, recorder, rag, ks, mode=mode, regex=regex))
+                results.append(answer(ex))
                 if log is not None:
                     log.append(results[-1])
             if progress is not None:
@@ -170,7 +181,7 @@ def evaluate_qa(
     finally:
         if log is not None:
             log.close()
-    return QAReport(_means(results), tuple(results))
+    return results
 
 
 def _journal_settings(generator: Generator | None, *, scoring: str, min_confidence,
